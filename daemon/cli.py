@@ -1,0 +1,49 @@
+"""`artifactd` command line: one subcommand per module, each with add_arguments() and main()."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from engines import __version__
+
+# name -> (module, one-line help). Modules are imported only when their command runs, so
+# `artifactd run` never imports torch and a CPU install never imports TensorRT.
+COMMANDS = {
+    "run": ("daemon.service", "watch a folder (and/or a ZeroMQ stream) and find artifacts"),
+    "simulate": ("daemon.simulate", "a fake instrument that writes a plate of frames"),
+    "export": ("daemon.export", "turn a results store into TIFF masks and CSV tables"),
+    "synth": ("engines.synth_cli", "write a synthetic brightfield dataset with ground truth"),
+    "train": ("engines.train", "train the detector and segmenter (weak or supervised)"),
+    "eval": ("engines.evaluate", "evaluate a model on frames with ground truth"),
+    "engines": ("engines.build", "build and cache TensorRT engines"),
+    "bench": ("engines.bench", "benchmark inference backends"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="artifactd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"artifactd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(importlib.import_module(args._module).main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Service configuration: TOML -> frozen dataclasses, checked key by key at start-up.
+
+Unknown keys and values of the wrong type or range stop start-up with one sentence that names
+the key (`section.key`) and what was expected.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Raised with a message naming the offending key and what was expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    folder: str = "frames"
+    patterns: tuple[str, ...] = ("*.tif", "*.tiff", "*.ome.tif", "*.ome.tiff")
+    recursive: bool = True
+    polling: bool = False  # network shares do not deliver inotify events
+    poll_interval_s: float = 1.0
+    settle_s: float = 2.0  # unchanged size/mtime for this long counts as complete
+    max_pixels: int = 64_000_000
+    channel: int = 0  # which channel of a multi-channel file is analysed
+    plane: int = 0  # which z-plane of a z-stack is analysed
+    rgb: str = "refuse"  # "refuse" | "luminance"
+
+    def check(self) -> None:
+        _positive("input.poll_interval_s", self.poll_interval_s)
+        _positive("input.settle_s", self.settle_s, allow_zero=True)
+        _positive("input.max_pixels", self.max_pixels)
+        _choice("input.rgb", self.rgb, ("refuse", "luminance"))
+        if self.channel < 0 or self.plane < 0:
+            raise ConfigError("input.channel and input.plane: expected an index >= 0")
+        if not self.patterns:
+            raise ConfigError("input.patterns: expected at least one file pattern")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataConfig:
+    preset: str = "auto"  # "auto" | "operetta" | "imagexpress" | "regex" | "none"
+    regex: str = ""  # named groups: plate, well, row, column, field, channel, plane
+    pixel_size_um: float = 0.0  # used when the file does not say; 0 = unknown
+
+    def check(self) -> None:
+        _choice("metadata.preset", self.preset, ("auto", "operetta", "imagexpress", "regex", "none"))
+        if self.preset == "regex" and not self.regex:
+            raise ConfigError("metadata.regex: expected a regular expression when preset = 'regex'")
+        _positive("metadata.pixel_size_um", self.pixel_size_um, allow_zero=True)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    store: str = "results.zarr"
+    journal: str = ""  # default: <store>.journal.sqlite beside the store
+
+    def journal_path(self) -> Path:
+        return Path(self.journal) if self.journal else Path(str(self.store) + ".journal.sqlite")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    path: str = "default"  # a model folder, or "default" for the shipped model
+    backend: str = "auto"  # "auto" | "onnxruntime" | "torch" | "tensorrt"
+    precision: str = "fp32"  # "fp32" | "fp16" | "bf16" | "int8"
+    threads: int = 0  # CPU threads for inference; 0 = all cores
+    segment: str = "flagged"  # "flagged" | "all"
+    engine_cache: str = ""  # folder for built TensorRT engines; default ~/.cache/artifactd
+
+    def check(self) -> None:
+        _choice("model.backend", self.backend, ("auto", "onnxruntime", "torch", "tensorrt"))
+        _choice("model.precision", self.precision, ("fp32", "fp16", "bf16", "int8"))
+        _choice("model.segment", self.segment, ("flagged", "all"))
+        _positive("model.threads", self.threads, allow_zero=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    decode_workers: int = 2
+    postprocess_workers: int = 2
+    queue_size: int = 16  # frames per stage queue; a full queue makes the stage before wait
+    max_batch: int = 4
+    max_wait_ms: float = 20.0
+
+    def check(self) -> None:
+        for name in ("decode_workers", "postprocess_workers", "queue_size", "max_batch"):
+            _positive(f"pipeline.{name}", getattr(self, name))
+        _positive("pipeline.max_wait_ms", self.max_wait_ms, allow_zero=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PostprocessConfig:
+    method: str = "model"  # "model": the card's threshold | "fixed" | "adaptive"
+    threshold: float = 0.5  # for method = "fixed"
+    adaptive_block_px: int = 51  # local window for method = "adaptive" (odd)
+    min_area_um2: float = 0.0  # used when the pixel size is known; 0 = the model card's px
+    min_area_px: int = 0  # used when the pixel size is unknown; 0 = the model card's
+    fill_holes: bool = True
+
+    def check(self) -> None:
+        _choice("postprocess.method", self.method, ("model", "fixed", "adaptive"))
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError("postprocess.threshold: expected a probability between 0 and 1")
+        if self.adaptive_block_px < 3 or self.adaptive_block_px % 2 == 0:
+            raise ConfigError("postprocess.adaptive_block_px: expected an odd number >= 3")
+        _positive("postprocess.min_area_um2", self.min_area_um2, allow_zero=True)
+        _positive("postprocess.min_area_px", self.min_area_px, allow_zero=True)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9750
+
+    def check(self) -> None:
+        _port("metrics.port", self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ZmqConfig:
+    enabled: bool = False
+    mode: str = "pull"  # "pull" | "sub"
+    endpoint: str = "tcp://127.0.0.1:9752"
+    bind: bool = True  # bind the endpoint (True) or connect to it (False)
+    high_water_mark: int = 100  # messages queued in the socket before the overload policy
+    overload: str = "block"  # "block": the sender waits | "drop_oldest": counted drops
+    max_message_bytes: int = 256_000_000
+
+    def check(self) -> None:
+        _choice("zmq.mode", self.mode, ("pull", "sub"))
+        _choice("zmq.overload", self.overload, ("block", "drop_oldest"))
+        _positive("zmq.high_water_mark", self.high_water_mark)
+        _positive("zmq.max_message_bytes", self.max_message_bytes)
+        if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ConfigError("zmq.endpoint: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictsConfig:
+    enabled: bool = False
+    endpoint: str = "tcp://127.0.0.1:9751"  # PUB socket, topic "verdict" (and "alert")
+
+    def check(self) -> None:
+        if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ConfigError("verdicts.endpoint: expected tcp://HOST:PORT or ipc://PATH")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    enabled: bool = True
+    plate_window: int = 50  # last N fields of a plate
+    plate_flagged_fraction: float = 0.3  # alert when this fraction of them is flagged
+    well_flagged_fields: int = 3  # alert when a well has this many flagged fields
+    surge_factor: float = 3.0  # alert when a field's area fraction exceeds baseline x this
+    surge_min_fields: int = 20  # fields needed before the plate baseline is trusted
+    webhook_url: str = ""  # Slack/Teams-compatible incoming webhook; empty = none
+    webhook_timeout_s: float = 5.0
+    webhook_retries: int = 5
+
+    def check(self) -> None:
+        _positive("alerts.plate_window", self.plate_window)
+        if not 0.0 < self.plate_flagged_fraction <= 1.0:
+            raise ConfigError("alerts.plate_flagged_fraction: expected a fraction in (0, 1]")
+        _positive("alerts.well_flagged_fields", self.well_flagged_fields)
+        _positive("alerts.surge_factor", self.surge_factor)
+        _positive("alerts.surge_min_fields", self.surge_min_fields)
+        _positive("alerts.webhook_timeout_s", self.webhook_timeout_s)
+        _positive("alerts.webhook_retries", self.webhook_retries, allow_zero=True)
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("alerts.webhook_url: expected an http:// or https:// URL")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    drain_timeout_s: float = 60.0  # SIGTERM: finish queued frames within this, then exit
+    log_level: str = "INFO"
+
+    def check(self) -> None:
+        _positive("service.drain_timeout_s", self.drain_timeout_s)
+        _choice("service.log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    input: InputConfig = field(default_factory=InputConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    zmq: ZmqConfig = field(default_factory=ZmqConfig)
+    verdicts: VerdictsConfig = field(default_factory=VerdictsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+
+    def with_section(self, name: str, **changes: Any) -> Config:
+        """A copy with some keys of one section changed (command-line overrides)."""
+        section = replace(getattr(self, name), **changes)
+        _check_section(section)
+        return replace(self, **{name: section})
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and check a TOML file; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    sections = {f.name: f for f in fields(Config)}
+    built: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in sections:
+            raise ConfigError(f"[{name}]: unknown section; expected one of {sorted(sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name}: expected a [{name}] table")
+        section_type = typing.get_type_hints(Config)[name]
+        built[name] = _build_section(name, section_type, values)
+    return Config(**built)
+
+
+def _build_section(name: str, section_type: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(section_type)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{name}.{key}: unknown key; expected one of {sorted(hints)}")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    section = section_type(**kwargs)
+    _check_section(section)
+    return section
+
+
+def _check_section(section: Any) -> None:
+    check = getattr(section, "check", None)
+    if check is not None:
+        check()
+
+
+def _coerce(key: str, value: Any, expected: Any) -> Any:
+    origin = typing.get_origin(expected)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported type")  # no optional keys: defaults instead
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {expected}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}: expected a number {bound}, got {value!r}")
+
+
+def _port(key: str, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{key}: expected a TCP port 0-65535, got {value!r}")

@@ -1,0 +1,99 @@
+"""What flows through the pipeline: a frame, its metadata, and what was found in it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class FrameKey:
+    """Identity of one version of a file on disk; the journal's primary key."""
+
+    source: str  # path relative to the input folder, with forward slashes
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyFile:
+    """A file the source judged complete; not read yet (frames wait on disk, not in memory)."""
+
+    path: Path
+    key: FrameKey
+    ready_at: float  # time.monotonic() when it was judged complete: latency starts here
+
+
+@dataclass(frozen=True, slots=True)
+class FrameMeta:
+    source: str  # relative path for files; "zmq:<frame_id>" for streamed frames
+    plate: str = ""
+    well: str = ""  # e.g. "C07"
+    field: int = -1  # -1: unknown
+    channel: int = -1
+    plane: int = -1
+    pixel_size_um: float | None = None
+    acquired_at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    meta: FrameMeta
+    pixels: np.ndarray  # (H, W), or (C, H, W) for multi-channel models; integer dtype
+    ready_at: float
+    key: FrameKey | None = None  # None for streamed frames: they are not journaled
+    frame_id: str = ""  # the sender's id for streamed frames; the source path for files
+
+    @property
+    def identity(self) -> str:
+        """Unique name of this frame in the store (dedupe on restart)."""
+        if self.key is not None:
+            return f"{self.key.source}|{self.key.size}|{self.key.mtime_ns}"
+        return f"zmq:{self.frame_id}"
+
+
+ARTIFACT_COLUMNS = (
+    "label",
+    "area_px",
+    "area_um2",
+    "perimeter_px",
+    "circularity",
+    "eccentricity",
+    "ellipticity",
+    "equivalent_diameter_px",
+    "major_axis_px",
+    "minor_axis_px",
+    "centroid_y",
+    "centroid_x",
+    "bbox_min_y",
+    "bbox_min_x",
+    "bbox_max_y",
+    "bbox_max_x",
+    "mean_intensity",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """Everything the sinks need about one processed frame."""
+
+    frame: Frame
+    score: float  # detector probability that the frame holds an artifact
+    flagged: bool
+    labels: np.ndarray  # (H, W) uint16/uint32, 0 = background
+    artifacts: dict[str, np.ndarray] = field(default_factory=dict)  # ARTIFACT_COLUMNS -> 1-D
+    area_fraction: float = 0.0
+    n_artifacts: int = 0
+    processed_at: str = ""  # ISO 8601 UTC
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFailure:
+    """A frame that could not be processed: logged once, counted, recorded in the store."""
+
+    source: str
+    reason: str  # short machine word, the `reason` label of artifactd_frames_failed_total
+    message: str  # one sentence naming the file and what was expected
+    key: FrameKey | None = None

@@ -1,0 +1,81 @@
+"""Prometheus metrics of the service; every component takes the one `Metrics` it is given.
+
+Tests build `Metrics(CollectorRegistry())` and read values back with `get_sample_value`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+FRACTION_BUCKETS = (0, 0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames = Counter(
+            "artifactd_frames", "Frames processed, by outcome (clean or flagged).",
+            ["outcome"], registry=r,
+        )
+        self.failed = Counter(
+            "artifactd_frames_failed", "Frames that could not be processed, by reason.",
+            ["reason"], registry=r,
+        )
+        self.dropped = Counter(
+            "artifactd_frames_dropped",
+            "Streamed frames dropped on purpose by the configured overload policy.",
+            ["policy"], registry=r,
+        )
+        self.latency = Histogram(
+            "artifactd_frame_latency_seconds", "From frame ready to its results durable.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inference = Histogram(
+            "artifactd_inference_seconds", "Model time per batch (detector and segmenter).",
+            buckets=INFERENCE_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "artifactd_batch_size", "Frames per inference batch.",
+            buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge(
+            "artifactd_queue_depth", "Items waiting in each pipeline stage's queue.",
+            ["stage"], registry=r,
+        )
+        self.area_fraction = Histogram(
+            "artifactd_artifact_area_fraction", "Fraction of each frame's area that is artifact.",
+            buckets=FRACTION_BUCKETS, registry=r,
+        )
+        self.engine_info = Gauge(
+            "artifactd_engine_info", "The inference engine in use (value is always 1).",
+            ["backend", "model", "precision"], registry=r,
+        )
+        self.contamination = Gauge(
+            "artifactd_contamination", "1 while a contamination alert is firing for a plate.",
+            ["plate", "rule"], registry=r,
+        )
+        self.frames_seen = Counter(
+            "artifactd_frames_seen", "Frames that arrived (ready on disk or received).",
+            registry=r,
+        )
+        self.output_ok = Gauge(
+            "artifactd_output_writable", "0 while the results store cannot be written.",
+            registry=r,
+        )
+        self.output_ok.set(1)
+
+    def serve(self, host: str, port: int) -> object:
+        """Start the /metrics HTTP listener; returns the server so it can be shut down."""
+        if host in ("0.0.0.0", "::", ""):
+            logger.warning("metrics listener bound to all interfaces (%s:%d) as configured", host, port)
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        logger.info("metrics at http://%s:%d/metrics", host, server.server_port)
+        return server, thread
