@@ -9,7 +9,7 @@ import sys
 
 from engines import __version__
 
-# name -> (module, one-line help). Modules are imported only when their command runs, so
+# name -> (module, one-line help). A module is imported only when its command runs, so
 # `artifactd run` never imports torch and a CPU install never imports TensorRT.
 COMMANDS = {
     "run": ("daemon.service", "watch a folder (and/or a ZeroMQ stream) and find artifacts"),
@@ -23,7 +23,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Only the chosen command's module is imported (it alone adds its arguments)."""
+    chosen = next((a for a in argv if a in COMMANDS), None)
     parser = argparse.ArgumentParser(prog="artifactd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"artifactd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -31,12 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(command)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
