@@ -35,6 +35,8 @@ class ModelCard:
         default_factory=lambda: {"detector": "detector.onnx", "segmenter": "segmenter.onnx"}
     )
     evaluation: dict[str, float] = field(default_factory=dict)
+    architecture: dict = field(default_factory=dict)  # engines.models.Architecture fields
+    notes: list[str] = field(default_factory=list)  # how training chose what it chose
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -1,0 +1,77 @@
+"""Training augmentation on batches of raw frames (N, C, H, W) float32 and masks (N, 1, H, W).
+
+Geometric changes apply to frames and masks alike; photometric ones only to frames. They
+mimic what differs between instruments and days: orientation, gain/offset, gamma,
+uneven illumination, Gaussian read noise and multiplicative speckle (seed 004).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class AugmentOptions:
+    flips: bool = True
+    rotations: bool = True
+    gain: tuple[float, float] = (0.5, 2.0)
+    offset: tuple[float, float] = (-0.2, 0.2)  # fraction of the frame's mean
+    gamma: tuple[float, float] = (0.8, 1.25)
+    gradient: float = 0.3  # peak relative change of a linear illumination ramp
+    gaussian_noise: float = 0.03  # std as a fraction of the frame's mean
+    speckle: float = 0.05  # std of the multiplicative noise
+    probability: float = 0.8  # chance each photometric change is applied to a frame
+
+
+def _uniform(n: int, bounds: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    low, high = bounds
+    return low + (high - low) * torch.rand(n, 1, 1, 1, generator=gen)
+
+
+def geometric(
+    frames: torch.Tensor, masks: torch.Tensor | None, gen: torch.Generator, options: AugmentOptions
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One random flip/rotation for the whole batch (cheap, and enough over many steps)."""
+    if options.flips and torch.rand(1, generator=gen) < 0.5:
+        frames = frames.flip(-1)
+        masks = masks.flip(-1) if masks is not None else None
+    if options.rotations and frames.shape[-1] == frames.shape[-2]:
+        k = int(torch.randint(0, 4, (1,), generator=gen))
+        frames = torch.rot90(frames, k, dims=(-2, -1))
+        masks = torch.rot90(masks, k, dims=(-2, -1)) if masks is not None else None
+    return frames, masks
+
+
+def photometric(frames: torch.Tensor, gen: torch.Generator, options: AugmentOptions) -> torch.Tensor:
+    n, _, h, w = frames.shape
+    mean = frames.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
+
+    def chosen() -> torch.Tensor:
+        return (torch.rand(n, 1, 1, 1, generator=gen) < options.probability).float()
+
+    x = frames / mean  # work around 1.0 so the changes are independent of bit depth
+    gamma = 1 + chosen() * (_uniform(n, options.gamma, gen) - 1)
+    x = x.clamp_min(0).pow(gamma)
+    ys = torch.linspace(-1, 1, h).view(1, 1, h, 1)
+    xs = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+    angle = torch.rand(n, 1, 1, 1, generator=gen) * 6.2832
+    ramp = torch.cos(angle) * xs + torch.sin(angle) * ys
+    x = x * (1 + chosen() * options.gradient * _uniform(n, (0.0, 1.0), gen) * ramp)
+    x = x * (1 + chosen() * options.speckle * torch.randn(x.shape, generator=gen))
+    x = x + chosen() * options.gaussian_noise * torch.randn(x.shape, generator=gen)
+    x = x + chosen() * _uniform(n, options.offset, gen)
+    gain = 1 + chosen() * (_uniform(n, options.gain, gen) - 1)
+    return (x * mean * gain).clamp_min(0)
+
+
+def augment(
+    frames: torch.Tensor,
+    masks: torch.Tensor | None,
+    gen: torch.Generator,
+    options: AugmentOptions | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    options = options or AugmentOptions()
+    frames, masks = geometric(frames, masks, gen, options)
+    return photometric(frames, gen, options), masks

@@ -1,0 +1,421 @@
+"""`artifactd train`: detector + segmenter from a folder of frames and a labels CSV.
+
+weak mode (ArtSeg's ScoreCAM-U-Net): image-level labels only. The detector learns clean vs
+artifact; its ScoreCAM maps, binarised, become pseudo-masks; the U-Net learns from those
+(clean frames contribute empty masks). The pseudo-mask rule is chosen on the validation split
+by IoU against whatever pixel masks the user gave for a few frames; without any, the
+documented default rule (ScoreCAM >= 0.5 intersected with local image evidence) is used.
+
+supervised mode: pixel masks for every artifact frame; the U-Net learns from them directly.
+
+The model folder is written to a temporary name and renamed into place at the end, so a
+failed or interrupted run never leaves a half-written model. Checkpoints (for --resume) live
+beside it in <out>.checkpoints/ and are removed after success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from engines import __version__
+from engines.augment import augment
+from engines.dataset import Dataset, DatasetError, load_dataset, split
+from engines.models import Architecture, Detector, UNet, pad_multiple
+from engines.scorecam import PseudoMaskRule, candidate_rules, image_evidence, pseudo_mask, scorecam
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOptions:
+    mode: str = "auto"  # "weak" | "supervised" | "auto" (supervised when every artifact frame has a mask)
+    detector_steps: int = 600
+    segmenter_steps: int = 1200
+    batch_size: int = 8
+    crop: int = 256  # segmenter training crop, full-resolution px (multiple of the pad multiple)
+    learning_rate: float = 2e-3
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 100
+    cam_top_k: int = 32
+    min_area_px: int = 40
+    name: str = "artifactd"
+    arch: Architecture = field(default_factory=Architecture)
+
+
+DEFAULTS = TrainOptions()
+
+
+@dataclass(slots=True)
+class TrainedModels:
+    detector: Detector
+    segmenter: UNet
+    detect_threshold: float
+    segment_threshold: float
+    mode: str
+    validation: dict[str, float]
+    notes: list[str]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DatasetError("--device cuda: no CUDA device is available; expected --device cpu")
+    return torch.device(name)
+
+
+def resolve_mode(dataset: Dataset, mode: str) -> str:
+    artifact_frames = [s for s in dataset.samples if s.label == 1]
+    all_masked = all(s.mask is not None for s in artifact_frames)
+    if mode == "auto":
+        return "supervised" if all_masked else "weak"
+    if mode == "supervised" and not all_masked:
+        missing = next(s.source for s in artifact_frames if s.mask is None)
+        raise DatasetError(
+            f"supervised mode needs a mask for every artifact frame; none for {missing} "
+            "(give --masks, or use --mode weak)"
+        )
+    return mode
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def to_tensor(images: list[np.ndarray], multiple: int) -> torch.Tensor:
+    """(C, H, W) integer frames of one shape -> padded float32 batch (N, C, H', W')."""
+    batch = np.stack(images).astype(np.float32)
+    h, w = batch.shape[-2:]
+    pad = ((0, 0), (0, 0), (0, (-h) % multiple), (0, (-w) % multiple))
+    return torch.from_numpy(np.pad(batch, pad, mode="edge"))
+
+
+def shape_groups(dataset: Dataset, indices: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in indices:
+        groups.setdefault(dataset.samples[i].image.shape, []).append(int(i))
+    return {k: np.array(v) for k, v in groups.items()}
+
+
+def balanced_batch(labels: np.ndarray, indices: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Half clean, half artifact frames (as far as the group has both)."""
+    picks = []
+    for value in (0, 1):
+        pool = indices[labels[indices] == value]
+        if len(pool):
+            picks.append(rng.choice(pool, size=size // 2 + size % 2 * value, replace=True))
+    return np.concatenate(picks) if picks else rng.choice(indices, size=size)
+
+
+def crop_batch(
+    images: list[np.ndarray], targets: list[np.ndarray], crop: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops, half of them centred on an artifact pixel: artifacts are small."""
+    xs, ys = [], []
+    for image, target in zip(images, targets, strict=True):
+        h, w = target.shape
+        ph, pw = max(0, crop - h), max(0, crop - w)
+        if ph or pw:
+            image = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="edge")
+            target = np.pad(target, ((0, ph), (0, pw)))
+            h, w = target.shape
+        fg = np.flatnonzero(target)
+        if len(fg) and rng.random() < 0.5:
+            cy, cx = divmod(int(rng.choice(fg)), w)
+            top = int(np.clip(cy - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, h - crop))
+            left = int(np.clip(cx - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, w - crop))
+        else:
+            top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        xs.append(image[:, top : top + crop, left : left + crop])
+        ys.append(target[top : top + crop, left : left + crop])
+    x = torch.from_numpy(np.stack(xs).astype(np.float32))
+    y = torch.from_numpy(np.stack(ys).astype(np.float32))[:, None]
+    return x, y
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice (seed 003); Dice pooled over the batch so empty crops stay defined."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    dice = (2 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
+    return bce + (1 - dice)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, stage: str) -> Path:
+        return self.folder / f"{stage}.pt"
+
+    def save(self, stage: str, step: int, model: nn.Module, optimiser: torch.optim.Optimizer,
+             gen: torch.Generator, rng: np.random.Generator) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(stage).with_suffix(".tmp")
+        torch.save(
+            {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+             "gen": gen.get_state(), "rng": rng.bit_generator.state}, tmp,
+        )
+        tmp.replace(self.path(stage))
+
+    def restore(self, stage: str, model: nn.Module, optimiser: torch.optim.Optimizer,
+                gen: torch.Generator, rng: np.random.Generator) -> int:
+        if not self.path(stage).is_file():
+            return 0
+        state = torch.load(self.path(stage), weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        gen.set_state(state["gen"])
+        rng.bit_generator.state = state["rng"]
+        logger.info("resumed %s at step %d", stage, state["step"])
+        return int(state["step"])
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def fit(
+    stage: str,
+    model: nn.Module,
+    steps: int,
+    make_batch,
+    loss_fn,
+    options: TrainOptions,
+    device: torch.device,
+    checkpoints: Checkpoints,
+) -> None:
+    """The training loop both models share: Adam, cosine decay, checkpoints, progress bar."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+    gen = torch.Generator().manual_seed(options.seed)
+    rng = np.random.default_rng([options.seed, hash(stage) % 2**31])
+    start = checkpoints.restore(stage, model, optimiser, gen, rng)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1), last_epoch=-1)
+    for _ in range(start):
+        schedule.step()
+    model.train()
+    bar = tqdm(range(start, steps), desc=stage, unit="step", initial=start, total=steps)
+    for step in bar:
+        x, y = make_batch(rng)
+        if y.ndim == 4:  # masks move with their frames
+            x, y = augment(x, y, gen)
+        else:
+            x, _ = augment(x, None, gen)
+        loss = loss_fn(model, x.to(device), y.to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % options.checkpoint_every == 0 or step + 1 == steps:
+            checkpoints.save(stage, step + 1, model, optimiser, gen, rng)
+    model.eval()
+
+
+def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOptions,
+                   device: torch.device, checkpoints: Checkpoints) -> Detector:
+    model = Detector(options.arch).to(device)
+    multiple = pad_multiple(options.arch)
+    labels = dataset.labels
+    groups = shape_groups(dataset, train_idx)
+    weights = np.array([len(v) for v in groups.values()], dtype=float)
+    keys = list(groups)
+
+    def make_batch(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        group = groups[keys[rng.choice(len(keys), p=weights / weights.sum())]]
+        picks = balanced_batch(labels, group, options.batch_size, rng)
+        x = to_tensor([dataset.samples[i].image for i in picks], multiple)
+        return x, torch.from_numpy(labels[picks].astype(np.float32))
+
+    def loss_fn(m: Detector, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(m.logits(x), y)
+
+    fit("detector", model, options.detector_steps, make_batch, loss_fn, options, device, checkpoints)
+    return model
+
+
+def train_segmenter(dataset: Dataset, train_idx: np.ndarray, targets: dict[int, np.ndarray],
+                    options: TrainOptions, device: torch.device, checkpoints: Checkpoints) -> UNet:
+    model = UNet(options.arch).to(device)
+    usable = np.array([i for i in train_idx if i in targets])
+    labels = dataset.labels
+
+    def make_batch(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        picks = balanced_batch(labels, usable, options.batch_size, rng)
+        return crop_batch(
+            [dataset.samples[i].image for i in picks], [targets[i] for i in picks],
+            options.crop, rng,
+        )
+
+    def loss_fn(m: UNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return bce_dice_loss(m.logits(x), y)
+
+    fit("segmenter", model, options.segmenter_steps, make_batch, loss_fn, options, device, checkpoints)
+    return model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image: np.ndarray, multiple: int, device: torch.device) -> np.ndarray:
+    """Full-frame forward pass of either model on one (C, H, W) frame."""
+    x = to_tensor([image], multiple).to(device)
+    out = model(x).float().cpu().numpy()
+    if out.ndim == 1:
+        return out
+    return out[0, 0, : image.shape[-2], : image.shape[-1]]
+
+
+# ---------------------------------------------------------------------------- choices on validation
+
+
+def best_f1_threshold(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    best = (0.5, -1.0)
+    for t in np.arange(0.05, 0.96, 0.05):
+        flagged = scores >= t
+        tp = np.sum(flagged & (truth == 1))
+        f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())
+        if f1 > best[1]:
+            best = (float(round(t, 2)), float(f1))
+    return best
+
+
+def pooled_iou(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    inter = sum(int(np.sum(p & t)) for p, t in zip(preds, truths, strict=True))
+    union = sum(int(np.sum(p | t)) for p, t in zip(preds, truths, strict=True))
+    return inter / union if union else 1.0
+
+
+def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, val_idx: np.ndarray,
+                 options: TrainOptions, device: torch.device, notes: list[str]) -> dict[int, np.ndarray]:
+    """ScoreCAM pseudo-masks for artifact frames, empty masks for clean ones."""
+    multiple = pad_multiple(options.arch)
+    artifact = [int(i) for i in np.concatenate([train_idx, val_idx]) if dataset.samples[i].label == 1]
+    cams, evidence = {}, {}
+    for i in tqdm(artifact, desc="scorecam", unit="frame"):
+        image = dataset.samples[i].image
+        x = to_tensor([image], multiple)[0].to(device)
+        cams[i] = scorecam(detector, x, top_k=options.cam_top_k)[: image.shape[-2], : image.shape[-1]]
+        evidence[i] = image_evidence(image)
+    judged = [i for i in val_idx if dataset.samples[i].mask is not None and i in cams]
+    rule = PseudoMaskRule()
+    if judged:
+        truths = [dataset.samples[i].mask for i in judged]
+        scored = [
+            (pooled_iou([pseudo_mask(cams[i], evidence[i], r) for i in judged], truths), r)
+            for r in candidate_rules()
+        ]
+        iou, rule = max(scored, key=lambda pair: pair[0])
+        notes.append(f"pseudo-mask rule chosen on {len(judged)} validation masks: "
+                     f"{rule.describe()} (pseudo-mask IoU {iou:.3f})")
+    else:
+        notes.append(f"no validation masks: default pseudo-mask rule {rule.describe()}")
+    logger.info(notes[-1])
+    targets = {i: pseudo_mask(cams[i], evidence[i], rule) for i in artifact}
+    for i in np.concatenate([train_idx, val_idx]):
+        if dataset.samples[i].label == 0:
+            targets[int(i)] = np.zeros(dataset.samples[i].image.shape[-2:], dtype=bool)
+    return targets
+
+
+def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,
+             options: TrainOptions, device: torch.device) -> tuple[float, float, dict[str, float]]:
+    detector, segmenter = models
+    multiple = pad_multiple(options.arch)
+    scores = np.array([predict(detector, dataset.samples[i].image, multiple, device)[0] for i in val_idx])
+    detect_t, f1 = best_f1_threshold(scores, dataset.labels[val_idx])
+    results = {"val_image_f1": round(f1, 4)}
+    masked = [i for i in val_idx if dataset.samples[i].mask is not None]
+    segment_t = 0.5
+    if masked:
+        probs = [predict(segmenter, dataset.samples[i].image, multiple, device) for i in masked]
+        truths = [dataset.samples[i].mask for i in masked]
+        by_t = {t: pooled_iou([p >= t for p in probs], truths) for t in (0.3, 0.4, 0.5, 0.6, 0.7)}
+        segment_t = max(by_t, key=by_t.get)
+        results["val_pixel_iou"] = round(by_t[segment_t], 4)
+    return detect_t, segment_t, results
+
+
+def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints) -> TrainedModels:
+    torch.manual_seed(options.seed)
+    device = pick_device(options.device)
+    mode = resolve_mode(dataset, options.mode)
+    multiple = pad_multiple(options.arch)
+    if options.crop % multiple:
+        raise DatasetError(f"--crop {options.crop}: expected a multiple of {multiple}")
+    train_idx, val_idx = split(dataset.labels, options.val_fraction, options.seed)
+    logger.info("%s mode on %s: %d training, %d validation frames", mode, device, len(train_idx), len(val_idx))
+    notes: list[str] = []
+    detector = train_detector(dataset, train_idx, options, device, checkpoints)
+    if mode == "weak":
+        targets = weak_targets(dataset, detector, train_idx, val_idx, options, device, notes)
+    else:
+        targets = {
+            int(i): (s.mask if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool))
+            for i, s in enumerate(dataset.samples)
+        }
+    segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints)
+    detect_t, segment_t, results = validate(dataset, (detector, segmenter), val_idx, options, device)
+    return TrainedModels(detector, segmenter, detect_t, segment_t, mode, results, notes)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=Path, required=True, help="folder of training frames (TIFF)")
+    parser.add_argument("--labels", type=Path, required=True, help="CSV with columns source,label (clean|artifact)")
+    parser.add_argument("--masks", type=Path, help="folder of pixel masks under the same relative paths")
+    parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    parser.add_argument("--mode", choices=("auto", "weak", "supervised"), default="auto")
+    parser.add_argument("--detector-steps", type=int, default=DEFAULTS.detector_steps)
+    parser.add_argument("--segmenter-steps", type=int, default=DEFAULTS.segmenter_steps)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--crop", type=int, default=DEFAULTS.crop)
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
+    parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction)
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--channels", type=int, default=1, help="input channels per frame")
+    parser.add_argument("--name", default=DEFAULTS.name, help="model name in its card")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    from engines.export import write_model_folder  # imports onnx only when training runs
+
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        logger.error("%s already holds a model; pass --overwrite to replace it", out)
+        return 2
+    options = TrainOptions(
+        mode=args.mode, detector_steps=args.detector_steps, segmenter_steps=args.segmenter_steps,
+        batch_size=args.batch_size, crop=args.crop, learning_rate=args.learning_rate,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device, name=args.name,
+        arch=replace(Architecture(), in_channels=args.channels),
+    )
+    checkpoints = Checkpoints(out.with_name(out.name + ".checkpoints"))
+    if not args.resume and checkpoints.folder.exists():
+        shutil.rmtree(checkpoints.folder)
+    try:
+        dataset = load_dataset(args.frames, args.labels, args.masks, in_channels=args.channels)
+        trained = train_models(dataset, options, checkpoints)
+    except DatasetError as exc:
+        logger.error("%s", exc)
+        return 2
+    write_model_folder(out, trained, options, dataset.fingerprint, version=__version__)
+    shutil.rmtree(checkpoints.folder, ignore_errors=True)
+    logger.info("model written to %s (%s mode, validation %s)", out, trained.mode, trained.validation)
+    return 0
