@@ -165,7 +165,7 @@ def _blob(
     The outline is a circle, stretched to an ellipse and perturbed by random harmonics 2..6.
     """
     harmonics = np.arange(2, 7, dtype=np.float32)
-    amplitude = (rng.normal(0, roughness, 5) / harmonics**0.8).astype(np.float32)
+    amplitude = (rng.normal(0, roughness, 5) / harmonics**1.2).astype(np.float32)
     phases = rng.uniform(0, 2 * math.pi, 5).astype(np.float32)
     reach = radius * (1 + float(np.abs(amplitude).sum()))
     half = int(math.ceil(reach)) + pad
@@ -291,8 +291,10 @@ def _debris(rng: np.random.Generator, at: _Where) -> _Patch:
     parts = []
     for i in range(int(rng.integers(1, 4))):
         radius = size / 2 * (1.0 if i == 0 else rng.uniform(0.25, 0.6))
-        rho = _blob(rng, radius, roughness=0.5, elongation=rng.uniform(0.3, 1), pad=2)
-        grain = 1 + rng.normal(0, 0.25, rho.shape).astype(np.float32)
+        rho = _blob(rng, radius, roughness=0.8, elongation=rng.uniform(0.3, 1), pad=2)
+        grain = rng.normal(0, 1, rho.shape).astype(np.float32)
+        grain = 1 + ndi.gaussian_filter(grain, max(radius / 5, 1.0)) * np.float32(2 * max(radius / 5, 1.0))
+        grain += rng.normal(0, 0.2, rho.shape).astype(np.float32)
         dark = _ramp(rho, radius, rng.uniform(0.7, 1.5)) * grain * np.float32(rng.uniform(0.4, 1.6))
         dy, dx = (0.0, 0.0) if i == 0 else rng.normal(0, size * 0.3, 2)
         parts.append((dark, rho <= 1, dy, dx))
@@ -397,7 +399,8 @@ def _precipitate(rng: np.random.Generator, at: _Where) -> _Patch:
         dots[py[big], px[big] + 1] = 1
     crystals = ndi.gaussian_filter(dots, rng.uniform(0.5, 0.9), truncate=3.0)
     crystals *= np.float32(rng.uniform(1.0, 3.0) * _contrast(rng)) / max(float(crystals.max()), 1e-6)
-    spacing = max(2.0, size / math.sqrt(count) * 0.9)
+    # The cluster region: every dot dilated by about the mean dot spacing, holes filled.
+    spacing = max(1.5, size / math.sqrt(count) * 0.5)
     cloud = ndi.gaussian_filter((dots > 0).astype(np.float32), spacing, truncate=2.5)
     footprint = ndi.binary_fill_holes(cloud > math.exp(-2) / (2 * math.pi * spacing**2))
     y0, x0 = at.corner(dots)
@@ -406,7 +409,7 @@ def _precipitate(rng: np.random.Generator, at: _Where) -> _Patch:
 
 def _dirt(rng: np.random.Generator, at: _Where) -> _Patch:
     radius = at.px(_log_uniform(rng, 40, 250)) / 2
-    blur = rng.uniform(0.15, 0.45)  # relative edge width: dirt on the light path is out of focus
+    blur = rng.uniform(0.25, 0.6)  # relative edge width: dirt on the light path is out of focus
     half = int(radius * (1 + blur)) + 3
     y, x = _grid(half, half, rng)
     squash = np.float32(rng.uniform(0.85, 1.0))
@@ -418,7 +421,7 @@ def _dirt(rng: np.random.Generator, at: _Where) -> _Patch:
         disc = disc * (np.float32(rng.uniform(0.1, 0.5)) + ring)
         if rng.random() < 0.5:
             disc *= 1 + np.float32(0.3) * np.cos(r * np.float32(rng.uniform(10, 25)))
-    strength = rng.uniform(0.05, 0.3) * (0.5 if rng.random() < 0.3 else 1.0)
+    strength = rng.uniform(0.06, 0.25) * (0.6 if rng.random() < 0.3 else 1.0)
     absorbance = disc * np.float32(strength / max(float(disc.max()), 1e-6))
     y0, x0 = at.corner(r)
     return _Patch(y0, x0, absorbance, r <= 1)
@@ -440,10 +443,30 @@ _ARTIFACTS: dict[str, Callable[[np.random.Generator, _Where], _Patch]] = {
 # Cells
 
 
+@dataclass(frozen=True, slots=True)
+class _CellStyle:
+    """What one cell line looks like in one well: drawn per frame."""
+
+    radius_px: float
+    roughness: float  # outline irregularity
+    elongation: float  # smallest minor/major axis ratio (spindle-shaped lines go low)
+    nucleus: float  # how much the nucleus stands out
+
+
+def _cell_style(rng: np.random.Generator, um: float) -> _CellStyle:
+    return _CellStyle(
+        radius_px=rng.uniform(11, 22) / um / 2,
+        roughness=rng.uniform(0.05, 0.5),
+        elongation=rng.uniform(0.25, 0.9),
+        nucleus=rng.uniform(0.05, 0.5),
+    )
+
+
 def _cell_templates(
-    rng: np.random.Generator, radius_px: float, count: int, *, mitotic: bool
+    rng: np.random.Generator, style: _CellStyle, count: int, *, mitotic: bool
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(phase, absorbance) patches of single cells, reused with flips and rotations."""
+    radius_px = style.radius_px
     templates = []
     for _ in range(count):
         if mitotic:
@@ -455,7 +478,11 @@ def _cell_templates(
         else:
             radius = radius_px * rng.uniform(0.75, 1.3)
             rho = _blob(
-                rng, radius, roughness=rng.uniform(0.1, 0.4), elongation=rng.uniform(0.35, 1), pad=3
+                rng,
+                radius,
+                roughness=rng.uniform(0.3, 1.0) * style.roughness,
+                elongation=rng.uniform(style.elongation, 1),
+                pad=3,
             )
             body = _ramp(rho, radius, rng.uniform(1.0, 2.5))
             dome = np.clip(1 - rho * rho, 0, 1) * np.float32(rng.uniform(0.2, 1.0))
@@ -465,7 +492,7 @@ def _cell_templates(
             y, x = _grid(rho.shape[0] // 2, rho.shape[1] // 2, rng)
             nucleus = np.sqrt((y - np.float32(oy)) ** 2 + ((x - np.float32(ox)) * np.float32(rng.uniform(0.8, 1.2))) ** 2)
             nucleus_body = _ramp(nucleus / np.float32(nucleus_r), nucleus_r, 2.0) * body
-            phase += nucleus_body * np.float32(rng.uniform(0.1, 0.5))
+            phase += nucleus_body * np.float32(rng.uniform(0.5, 1.5) * style.nucleus)
             absorbance = body * np.float32(rng.uniform(0.0, 0.03)) + nucleus_body * np.float32(rng.uniform(0.0, 0.04))
         templates.append((phase.astype(np.float32), absorbance.astype(np.float32)))
     return templates
@@ -480,16 +507,22 @@ def _orient(patch: np.ndarray, k: int) -> np.ndarray:
 def _draw_cells(rng: np.random.Generator, canvas: _Canvas, um: float) -> None:
     """Scatter cells, from sparse to confluent."""
     h, w = canvas.mask.shape
-    radius = rng.uniform(10, 25) / um / 2
+    style = _cell_style(rng, um)
     coverage = _log_uniform(rng, 0.02, 0.9)
-    per_field = coverage * 1080 * 1080 / (math.pi * radius * radius)
-    scale = h * w / (1080 * 1080)
-    count = round(np.clip(per_field, 10, 400) * scale)
-    normal = _cell_templates(rng, radius, 16, mitotic=False)
-    mitotic = _cell_templates(rng, radius, 4, mitotic=True)
+    per_field = coverage * 1080 * 1080 / (math.pi * style.radius_px**2)
+    count = round(np.clip(per_field, 10, 400) * h * w / (1080 * 1080))
+    normal = _cell_templates(rng, style, 16, mitotic=False)
+    mitotic = _cell_templates(rng, style, 4, mitotic=True)
     mitotic_share = rng.uniform(0, 0.08)
-    ys = rng.uniform(0, h, count)
-    xs = rng.uniform(0, w, count)
+    ys, xs = rng.uniform(0, h, count), rng.uniform(0, w, count)
+    if rng.random() < 0.4:  # colonies: part of the cells grow in a few clusters
+        colonies = int(rng.integers(1, 6))
+        centres = rng.uniform(0, 1, (colonies, 2)) * (h, w)
+        grouped = rng.random(count) < rng.uniform(0.3, 0.9)
+        which = rng.integers(0, colonies, count)[grouped]
+        spread = rng.uniform(3, 10) * style.radius_px
+        ys[grouped] = np.clip(centres[which, 0] + rng.normal(0, spread, which.size), 0, h - 1)
+        xs[grouped] = np.clip(centres[which, 1] + rng.normal(0, spread, which.size), 0, w - 1)
     heights = rng.uniform(0.6, 1.4, count).astype(np.float32)
     picks = rng.integers(0, 16, count)
     turns = rng.integers(0, 8, count)
@@ -544,7 +577,7 @@ def _illumination(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     if rng.random() < 0.3:  # faint interference fringes from the optics
         fy, fx = rng.normal(0, 12, 2)
         p = rng.uniform(0, 2 * math.pi)
-        amp = np.float32(rng.uniform(0.003, 0.015))
+        amp = np.float32(rng.uniform(0.002, 0.008))
         light += amp * (np.sin(np.float32(fy) * y + np.float32(p)) * np.cos(np.float32(fx) * x) + np.cos(np.float32(fy) * y + np.float32(p)) * np.sin(np.float32(fx) * x))
     return np.maximum(light, np.float32(0.2))
 
@@ -625,10 +658,12 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = SynthOptions())
 
     # The optics: the phase image seen through a slightly defocused objective.
     psf = float(np.clip(0.45 / um, 0.7, 2.0) * rng.uniform(0.8, 1.25))
+    if rng.random() < 0.15:  # the autofocus missed a little
+        psf *= rng.uniform(1.3, 2.0)
     # Fine texture inside cells: grain drawn at half resolution, proportional to thickness.
     grain = rng.standard_normal(((h + 1) // 2, (w + 1) // 2), dtype=np.float32)
     grain = np.repeat(np.repeat(grain, 2, axis=0), 2, axis=1)[:h, :w]
-    grain *= np.float32(rng.uniform(0.05, 0.3))
+    grain *= np.float32(rng.uniform(0.02, 0.15))
     grain += 1
     canvas.phase *= grain
     halo = rng.uniform(0.06, 0.3) * (psf * psf + 0.5) / 0.24  # peak rim contrast of a unit step
