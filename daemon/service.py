@@ -1,0 +1,238 @@
+"""`artifactd run`: the service. Wires config, engine, store, journal, sources and sinks.
+
+Start-up order makes "done" trustworthy: the store and journal open first (a store that
+cannot be written stops start-up with its path), then the engine, the pipeline, the sinks,
+and only then the sources, which begin with the backlog already on disk.
+
+SIGTERM/SIGINT: stop intake, drain every queue, flush the store, commit the journal, exit 0
+(within service.drain_timeout_s). A second signal exits at once; the journal and the store
+are consistent at every instant (each commit is atomic), so nothing is lost or duplicated:
+what was not committed is processed on the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from daemon.config import Config, ConfigError, load_config
+from daemon.decode import DecodeOptions
+from daemon.metrics import Metrics
+from daemon.notify import SystemdNotifier
+from daemon.pipeline import Pipeline, PipelineParts
+from engines import __version__
+from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.postprocess import PostprocessOptions
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config (default: built-in defaults)")
+    parser.add_argument("--input", type=Path, help="folder to watch (overrides input.folder)")
+    parser.add_argument("--output", type=Path, help="results store (overrides output.store)")
+    parser.add_argument("--once", action="store_true",
+                        help="process what is in the input folder, then exit 0")
+    parser.add_argument("--metrics-port", type=int, help="overrides metrics.port (0: any free port)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = configure(args)
+    except ConfigError as exc:
+        logger.error("invalid configuration: %s", exc)
+        return 2
+    if not args.verbose:
+        logging.getLogger().setLevel(config.service.log_level)
+    try:
+        service = Service(config, once=args.once)
+    except (ConfigError, ModelError) as exc:
+        logger.error("%s", exc)
+        return 2
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return 1
+    return service.run()
+
+
+def configure(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.input is not None:
+        config = config.with_section("input", folder=str(args.input))
+    if args.output is not None:
+        config = config.with_section("output", store=str(args.output), journal=config.output.journal)
+    if args.metrics_port is not None:
+        config = config.with_section("metrics", port=args.metrics_port)
+    return config
+
+
+class StartupError(RuntimeError):
+    """Something outside the config stops start-up (output not writable, port taken)."""
+
+
+def postprocess_options(config: Config, bundle: ModelBundle) -> PostprocessOptions:
+    pp, card = config.postprocess, bundle.card
+    method = "adaptive" if pp.method == "adaptive" else "fixed"
+    threshold = card.segment_threshold if pp.method == "model" else pp.threshold
+    return PostprocessOptions(
+        method=method, threshold=threshold, adaptive_block_px=pp.adaptive_block_px,
+        min_area_px=pp.min_area_px or card.min_area_px, min_area_um2=pp.min_area_um2,
+        fill_holes=pp.fill_holes,
+    )
+
+
+class Service:
+    def __init__(self, config: Config, *, once: bool = False) -> None:
+        from daemon.journal import Journal
+        from daemon.store import ResultsStore, StoreError
+        from engines.backends.select import create_engine
+
+        self.config = config
+        self.once = once
+        self.metrics = Metrics()
+        self.notifier = SystemdNotifier()
+        self.stop_requested = threading.Event()
+        self._closers: list = []
+        bundle = load_model(config.model.path)
+        try:
+            self.store = ResultsStore(config.output.store, attributes={
+                "models": {"id": bundle.model_id, "card": asdict(bundle.card)},
+                "config": asdict(config),
+            })
+        except StoreError as exc:
+            raise StartupError(f"{exc}; expected a writable output.store") from None
+        self._closers.append(self.store.close)
+        self.journal = Journal(config.output.journal_path())
+        self._closers.append(self.journal.close)
+        engine = create_engine(
+            bundle, backend=config.model.backend, precision=config.model.precision,
+            threads=config.model.threads, max_batch=config.pipeline.max_batch,
+            engine_cache=Path(config.model.engine_cache) if config.model.engine_cache else None,
+        )
+        self._closers.append(engine.close)
+        info = engine.info
+        self.metrics.engine_info.labels(info.backend, info.model, info.precision).set(1)
+        logger.info("engine: %s on %s, model %s, %s", info.backend, info.device, info.model, info.precision)
+        self.pipeline = Pipeline(
+            PipelineParts(
+                engine=engine, store=self.store, journal=self.journal, metrics=self.metrics,
+                decode=DecodeOptions.from_config(config.input, config.metadata,
+                                                 in_channels=bundle.card.in_channels),
+                postprocess=postprocess_options(config, bundle),
+                detect_threshold=bundle.card.detect_threshold,
+                segment_all=config.model.segment == "all",
+                sinks=self._sinks(),
+            ),
+            config.pipeline,
+        )
+        self.sources: list = []
+
+    def _sinks(self) -> tuple:
+        sinks = []
+        alert_sinks = []
+        if self.config.verdicts.enabled:
+            from daemon.verdicts import VerdictPublisher
+
+            publisher = VerdictPublisher(self.config.verdicts)
+            self._closers.append(publisher.close)
+            sinks.append(publisher.publish)
+            alert_sinks.append(publisher.publish_alert)
+        if self.config.alerts.webhook_url:
+            from daemon.webhook import WebhookNotifier
+
+            webhook = WebhookNotifier(self.config.alerts)
+            webhook.start()
+            self._closers.append(lambda: (webhook.stop(), webhook.join()))
+            alert_sinks.append(webhook.notify)
+        if self.config.alerts.enabled:
+            from daemon.alerts import ContaminationMonitor
+
+            monitor = ContaminationMonitor(self.config.alerts, self.metrics, alert_sinks)
+            sinks.append(lambda results, _latencies: monitor.observe(results))
+        return tuple(sinks)
+
+    # ---------------------------------------------------------------- running
+
+    def run(self) -> int:
+        self._install_signals()
+        server = None
+        try:
+            if self.config.metrics.enabled:
+                server, thread = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+            self.pipeline.start()
+            self._start_sources()
+            self.notifier.ready()
+            self.notifier.status("processing")
+            self._wait()
+        except (ConfigError, OSError) as exc:
+            logger.error("cannot start: %s", exc)
+            self.stop_requested.set()
+            self._shutdown()
+            return 1
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+                thread.join()
+        return self._shutdown()
+
+    def _start_sources(self) -> None:
+        if self.config.input.folder:
+            from daemon.sources.fs import FolderSource
+
+            folder = FolderSource(self.config.input, self._submit_file, is_done=self.journal.is_done)
+            folder.start()
+            self.sources.append(folder)
+        if self.config.zmq.enabled and not self.once:
+            from daemon.sources.zmq import ZmqSource
+
+            stream = ZmqSource(self.config.zmq, self.pipeline.submit_frame, self.metrics)
+            stream.start()
+            self.sources.append(stream)
+
+    def _submit_file(self, ready) -> None:
+        self.pipeline.submit_file(ready)
+
+    def _wait(self) -> None:
+        interval = self.notifier.watchdog_interval() or 1.0
+        while not self.stop_requested.wait(min(interval, 1.0)):
+            self.notifier.watchdog()
+            if self.once and self._backlog_finished():
+                logger.info("--once: every frame in the input folder is processed")
+                break
+
+    def _backlog_finished(self) -> bool:
+        return all(s.backlog_done for s in self.sources if hasattr(s, "backlog_done")) and \
+            self.pipeline.in_flight == 0
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping()
+        started = time.monotonic()
+        for source in self.sources:
+            source.stop()
+        drained = self.pipeline.drain(self.config.service.drain_timeout_s)
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                logger.exception("error while closing")
+        logger.info("stopped after %.1f s drain (%s)", time.monotonic() - started,
+                    "complete" if drained else "incomplete: the rest is processed on next start")
+        return 0 if drained else 1
+
+    def _install_signals(self) -> None:
+        def handle(signum: int, _frame: object) -> None:
+            if self.stop_requested.is_set():
+                # Every commit is atomic, so exiting mid-way keeps the journal consistent.
+                os._exit(128 + signum)
+            logger.info("%s: stopping intake and draining", signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)

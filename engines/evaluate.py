@@ -1,0 +1,205 @@
+"""`artifactd eval`: a model (and the classical baselines) against ground truth.
+
+The model runs exactly as deployed: the engine the service uses, the detector on every frame,
+the segmenter on flagged frames, then the service's post-processing. Baselines (global Otsu
+and local adaptive threshold on the raw frame, seed 000) see the same frames. Results go to
+eval.json, eval.md (the table for a model card) and ap_curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engines.baselines import adaptive_baseline, otsu_baseline
+from engines.dataset import Dataset, DatasetError, load_dataset
+from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.postprocess import PostprocessOptions, label, postprocess
+from engines.scoring import (
+    AP_THRESHOLDS,
+    PixelCounts,
+    ap_curve,
+    image_scores,
+    match_objects,
+    object_f1,
+    pixel_counts,
+    pixel_scores,
+    size_mae,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class MethodRun:
+    """Predictions of one method over the evaluation frames."""
+
+    name: str
+    flags: list[bool] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int) -> MethodRun:
+    from engines.backends.select import create_engine
+
+    engine = create_engine(bundle, backend=backend, threads=threads)
+    card = bundle.card
+    options = PostprocessOptions(threshold=card.segment_threshold, min_area_px=card.min_area_px)
+    run = MethodRun(f"artifactd ({card.mode})")
+    try:
+        for sample in tqdm(dataset.samples, desc="model", unit="frame"):
+            started = time.perf_counter()
+            batch = sample.image[None]
+            score = float(engine.detect(batch)[0])
+            flagged = score >= card.detect_threshold
+            if flagged:
+                probability = engine.segment(batch)[0]
+                found = postprocess(probability, sample.image[0], options).labels
+            else:
+                found = np.zeros(sample.image.shape[-2:], dtype=np.uint16)
+            run.seconds.append(time.perf_counter() - started)
+            run.flags.append(flagged)
+            run.labels.append(found)
+    finally:
+        engine.close()
+    return run
+
+
+def run_baseline(name: str, method, dataset: Dataset, min_area_px: int) -> MethodRun:
+    run = MethodRun(name)
+    for sample in tqdm(dataset.samples, desc=name, unit="frame"):
+        started = time.perf_counter()
+        mask = method(sample.image[0], min_area_px=min_area_px)
+        run.seconds.append(time.perf_counter() - started)
+        run.flags.append(bool(mask.any()))
+        run.labels.append(label(mask))
+    return run
+
+
+def score_run(run: MethodRun, dataset: Dataset) -> dict:
+    truth_flags = dataset.labels.astype(bool)
+    result: dict = {"method": run.name, "frames": len(run.flags)}
+    result["image"] = image_scores(np.array(run.flags), truth_flags)
+    masked = dataset.with_masks
+    if masked:
+        counts = PixelCounts(0, 0, 0, 0)
+        for i in masked:
+            counts = counts + pixel_counts(run.labels[i] > 0, dataset.samples[i].mask)
+        result["pixel"] = pixel_scores(counts)
+        truths = [label(dataset.samples[i].mask) for i in masked]
+        preds = [run.labels[i] for i in masked]
+        matches = [match_objects(p, t, 0.5) for p, t in zip(preds, truths, strict=True)]
+        pooled = _pooled(matches)
+        result["object_f1_iou50"] = pooled
+        errors = [size_mae(p, t, m) for p, t, m in zip(preds, truths, matches, strict=True) if m.pairs]
+        weights = [len(m.pairs) for m in matches if m.pairs]
+        result["size_mae_px"] = float(np.average(errors, weights=weights)) if errors else math.nan
+        result["ap_curve"] = {f"{k:.2f}": v for k, v in ap_curve(preds, truths, AP_THRESHOLDS).items()}
+    result["seconds_per_frame"] = float(np.mean(run.seconds))
+    return result
+
+
+def _pooled(matches) -> float:
+    tp = sum(m.tp for m in matches)
+    fp = sum(m.fp for m in matches)
+    fn = sum(m.fn for m in matches)
+    return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
+
+
+def markdown_table(results: list[dict]) -> str:
+    head = ("| method | image F1 | image precision | image recall | pixel IoU | Dice | pixel precision "
+            "| pixel recall | object F1 @0.5 | size MAE (px) | s/frame |")
+    lines = [head, "|" + "---|" * 11]
+    for r in results:
+        px = r.get("pixel", {})
+        cells = [
+            r["method"], r["image"]["f1"], r["image"]["precision"], r["image"]["recall"],
+            px.get("iou"), px.get("dice"), px.get("precision"), px.get("recall"),
+            r.get("object_f1_iou50"), r.get("size_mae_px"), r["seconds_per_frame"],
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def plot_ap(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    for r in results:
+        if "ap_curve" in r:
+            xs = [float(k) for k in r["ap_curve"]]
+            axes.plot(xs, list(r["ap_curve"].values()), marker="o", label=r["method"])
+    axes.set_xlabel("IoU threshold")
+    axes.set_ylabel("AP = TP / (TP + FP + FN)")
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def evaluate(bundle: ModelBundle, dataset: Dataset, *, backend: str = "onnxruntime",
+             threads: int = 0, baselines: bool = True) -> list[dict]:
+    runs = [run_model(bundle, dataset, backend, threads)]
+    if baselines:
+        min_area = bundle.card.min_area_px
+        runs.append(run_baseline("global Otsu", otsu_baseline, dataset, min_area))
+        runs.append(run_baseline("local adaptive threshold", adaptive_baseline, dataset, min_area))
+    return [score_run(run, dataset) for run in runs]
+
+
+def write_report(results: list[dict], out: Path, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (out / "eval.md").write_text(markdown_table(results))
+    plot_ap(results, out / "ap_curve.png")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="model folder (default: the shipped model)")
+    parser.add_argument("--frames", type=Path, required=True, help="folder of frames")
+    parser.add_argument("--labels", type=Path, required=True, help="CSV source,label")
+    parser.add_argument("--masks", type=Path, help="folder of ground-truth masks (same relative paths)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for eval.json, eval.md, ap_curve.png")
+    parser.add_argument("--backend", default="onnxruntime", help="inference backend (as the service)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the thresholding baselines")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_model(args.model)
+        dataset = load_dataset(args.frames, args.labels, args.masks,
+                               in_channels=bundle.card.in_channels, require_both_classes=False)
+    except (DatasetError, ModelError) as exc:
+        logger.error("%s", exc)
+        return 2
+    results = evaluate(bundle, dataset, backend=args.backend, threads=args.threads,
+                       baselines=not args.no_baselines)
+    meta = {"model": bundle.model_id, "frames": str(args.frames), "n_frames": len(dataset.samples),
+            "data_hash": dataset.fingerprint}
+    write_report(results, args.out, meta)
+    print(markdown_table(results))
+    logger.info("evaluation written to %s", args.out)
+    return 0
