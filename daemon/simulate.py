@@ -114,8 +114,6 @@ def simulate_plate(
     pool = ThreadPoolExecutor(options.workers, thread_name_prefix="simulate")
     try:
         for shot, channel, image, frame in _shots(pool, options):
-            if options.limit and len(written) >= options.limit:
-                break
             if stop.wait(max(0.0, started + len(written) * period - time.monotonic())):
                 break
             name = file_name(options, shot, channel)
@@ -125,6 +123,8 @@ def simulate_plate(
             truth.append((name, options.plate_name, shot.well, shot.field, channel,
                           frame.label, len(frame.objects)))
             logger.debug("wrote %s (%s)", name, frame.label)
+            if len(written) == options.limit:
+                break
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if options.truth is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from daemon.config import MetadataConfig
+from daemon.config import InputConfig, MetadataConfig
 from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import FrameKey, ReadyFile
 from tests.daemon.badfiles import HUGE_SHAPE, running_as_root, tiff_bytes, write_bad_corpus
@@ -235,3 +235,13 @@ def test_metadata_from_name_and_acquisition_date(tmp_path: Path) -> None:
     assert (meta.source, meta.plate, meta.well, meta.field, meta.channel, meta.plane) == (
         "Plate 4/Images/r03c07f02p01-ch2sk1fk1fl1.tiff", "Plate 4", "C07", 2, 2, 1)
     assert meta.acquired_at == "2024-05-01T10:00:00"
+
+
+def test_options_from_config() -> None:
+    built = DecodeOptions.from_config(
+        InputConfig(max_pixels=500, channel=1, plane=2, rgb="luminance"),
+        MetadataConfig(preset="imagexpress", pixel_size_um=0.7), in_channels=2)
+    assert (built.max_pixels, built.channel, built.plane, built.rgb, built.in_channels) == (
+        500, 1, 2, "luminance", 2)
+    assert built.metadata.preset == "imagexpress" and built.fallback_pixel_size_um == 0.7
+    assert DecodeOptions.from_config(InputConfig(), MetadataConfig()).fallback_pixel_size_um is None
