@@ -10,10 +10,11 @@ model card reports are measured the same way. Steps (ArtSeg, seed 001; seed 000)
 4. `measure`: one row per artifact (size, shape, position, raw intensity).
 
 Speed: this runs on every frame on the service's CPU (1080x1080 within a 200 ms budget for
-everything). The full-frame passes are the threshold, `ndi.label` and, for "adaptive", one box
-filter; areas and bounding boxes come from the foreground pixels' flat indices, and everything
-per object works on that object's bounding-box slice, so the cost grows with the artifacts'
-area, not with their count times the frame size. The measurements equal
+everything). The full-frame passes are few and vectorised: the threshold (for "adaptive" also
+a box filter at half resolution), `ndi.label`, one scan for the foreground pixels and one
+scatter of the final labels. Areas and bounding boxes come from the foreground pixels' flat
+indices, and everything per object works on that object's bounding-box slice, so the cost
+grows with the artifacts' area, not with their count times the frame size. The measurements equal
 skimage.measure.regionprops' (tests compare them) at a fraction of its cost.
 """
 
