@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from daemon.frames import Frame, FrameKey, FrameMeta, FrameResult
 from daemon.metrics import Metrics
 from daemon.sources.zmq import ZmqSource
 from daemon.verdicts import VerdictPublisher
-from tests.daemon.test_zmq_source import LOOPBACK, wait_until
+from tests.daemon.test_zmq_source import LOOPBACK, unused_port, wait_until
 
 
 def judge(frame: Frame) -> FrameResult:
@@ -110,10 +109,7 @@ def test_client_refuses_pixels_artifactd_cannot_take():
 
 
 def test_client_send_times_out_when_nothing_listens():
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = ArtifactClient(f"tcp://127.0.0.1:{port}", None, send_timeout_s=0.1)
+    client = ArtifactClient(f"tcp://127.0.0.1:{unused_port()}", None, send_timeout_s=0.1)
     try:
         with pytest.raises(zmq.Again):
             client.send("f", np.zeros((4, 4), np.uint8))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,7 @@ import pytest
 from daemon.alerts import Alert
 from daemon.config import AlertsConfig
 from daemon.webhook import WebhookNotifier
-from tests.daemon.test_zmq_source import wait_until
+from tests.daemon.test_zmq_source import unused_port, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -115,10 +114,7 @@ def test_a_full_queue_drops_the_oldest_alert(caplog):
 
 
 def test_an_unreachable_webhook_gives_up_after_the_retries(caplog):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = AlertsConfig(webhook_url=f"http://127.0.0.1:{port}/hook/secret-token",
+    config = AlertsConfig(webhook_url=f"http://127.0.0.1:{unused_port()}/hook/secret-token",
                           webhook_retries=1, webhook_timeout_s=1)
     with caplog.at_level(logging.WARNING), WebhookNotifier(config) as notifier:
         notifier.notify(alert())
