@@ -79,6 +79,7 @@ class Pipeline:
         self._abort = threading.Event()
         self._in_flight = 0
         self._in_flight_lock = threading.Condition()
+        self._last_progress = time.monotonic()
         self._decoders = [
             threading.Thread(target=self._decode_loop, name=f"decode-{i}")
             for i in range(config.decode_workers)
@@ -137,7 +138,15 @@ class Pipeline:
     def _done(self, n: int) -> None:
         with self._in_flight_lock:
             self._in_flight -= n
+            self._last_progress = time.monotonic()
             self._in_flight_lock.notify_all()
+
+    def seconds_since_progress(self) -> float:
+        """0 while idle; else how long since a frame last became durable."""
+        with self._in_flight_lock:
+            if self._in_flight == 0:
+                return 0.0
+            return time.monotonic() - self._last_progress
 
     # ------------------------------------------------------------------ shutdown
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from daemon.config import Config, ConfigError, load_config
 from daemon.decode import DecodeOptions
+from daemon.metadata import check_regex
 from daemon.metrics import Metrics
 from daemon.notify import SystemdNotifier
 from daemon.pipeline import Pipeline, PipelineParts
@@ -69,6 +70,7 @@ def configure(args: argparse.Namespace) -> Config:
         config = config.with_section("output", store=str(args.output), journal=config.output.journal)
     if args.metrics_port is not None:
         config = config.with_section("metrics", port=args.metrics_port)
+    check_regex(config.metadata)
     return config
 
 
@@ -201,8 +203,13 @@ class Service:
 
     def _wait(self) -> None:
         interval = self.notifier.watchdog_interval() or 1.0
+        stall_limit = max(60.0, 4 * interval)
         while not self.stop_requested.wait(min(interval, 1.0)):
-            self.notifier.watchdog()
+            # Only a pipeline that moves (or has nothing to do, or waits on a store it reports
+            # unwritable) keeps systemd's watchdog quiet; a hung one gets restarted.
+            if self.pipeline.seconds_since_progress() < stall_limit or \
+                    not self.pipeline.store_healthy.is_set():
+                self.notifier.watchdog()
             if self.once and self._backlog_finished():
                 logger.info("--once: every frame in the input folder is processed")
                 break
@@ -216,6 +223,7 @@ class Service:
         started = time.monotonic()
         for source in self.sources:
             source.stop()
+            source.join()  # what a source still holds reaches the pipeline before the drain
         drained = self.pipeline.drain(self.config.service.drain_timeout_s)
         for close in reversed(self._closers):
             try:

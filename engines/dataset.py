@@ -31,7 +31,7 @@ class Sample:
     source: str
     image: np.ndarray  # (C, H, W) as stored (uint8/uint16)
     label: int  # 1 = artifact
-    mask: np.ndarray | None  # (H, W) bool, None when no mask was given for this frame
+    mask: np.ndarray | None  # (H, W) instance labels, 0 = background; None when not given
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +88,11 @@ def read_image(path: Path, in_channels: int = 1) -> np.ndarray:
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Instance labels as stored (touching artifacts stay apart); binary masks work too."""
     mask = read_image(path)[0]
     if mask.shape != shape:
         raise DatasetError(f"{path}: mask shape {mask.shape} differs from its frame's {shape}")
-    return mask > 0
+    return mask
 
 
 def load_dataset(

@@ -93,9 +93,9 @@ def score_run(run: MethodRun, dataset: Dataset) -> dict:
     if masked:
         counts = PixelCounts(0, 0, 0, 0)
         for i in masked:
-            counts = counts + pixel_counts(run.labels[i] > 0, dataset.samples[i].mask)
+            counts = counts + pixel_counts(run.labels[i] > 0, dataset.samples[i].mask > 0)
         result["pixel"] = pixel_scores(counts)
-        truths = [label(dataset.samples[i].mask) for i in masked]
+        truths = [dataset.samples[i].mask for i in masked]  # instance labels as drawn
         preds = [run.labels[i] for i in masked]
         matches = [match_objects(p, t, 0.5) for p, t in zip(preds, truths, strict=True)]
         pooled = _pooled(matches)

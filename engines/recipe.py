@@ -59,7 +59,7 @@ def merged_training_set(work: Path, log: list[str]) -> Path:
             if not link.exists():
                 link.symlink_to((part / kind).resolve())
         for line in (part / "labels.csv").read_text().splitlines()[1:]:
-            rows.append(line.replace("frames/", f"{name}/", 1))
+            rows.append(f"{name}/{line}")
     (train / "labels.csv").write_text("\n".join(rows) + "\n")
     return train
 

@@ -752,7 +752,11 @@ def _write_tiff(path: Path, array: np.ndarray, pixel_size_um: float) -> None:
 def write_dataset(
     out: Path, count: int, seed: int, options: SynthOptions = SynthOptions(), *, progress: bool = True
 ) -> Path:
-    """Write `count` frames with masks, labels.csv, objects.csv and dataset.json into `out`."""
+    """Write `count` frames with masks, labels.csv, objects.csv and dataset.json into `out`.
+
+    `source` in the CSVs is relative to out/frames (masks share the names under out/masks),
+    which is what `artifactd train/eval --frames out/frames --masks out/masks` expect.
+    """
     from tqdm import tqdm
 
     if count < 0:
@@ -771,7 +775,7 @@ def write_dataset(
         name = f"{index:05d}.tif"
         _write_tiff(out / "frames" / name, frame.image, frame.pixel_size_um)
         _write_tiff(out / "masks" / name, frame.mask, frame.pixel_size_um)
-        source = f"frames/{name}"
+        source = name
         label_rows.writerow((source, frame.label))
         for obj in frame.objects:
             object_rows.writerow(

@@ -311,7 +311,7 @@ def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, va
     judged = [i for i in val_idx if dataset.samples[i].mask is not None and i in cams]
     rule = PseudoMaskRule()
     if judged:
-        truths = [dataset.samples[i].mask for i in judged]
+        truths = [dataset.samples[i].mask > 0 for i in judged]
         scored = [
             (pooled_iou([pseudo_mask(cams[i], evidence[i], r) for i in judged], truths), r)
             for r in candidate_rules()
@@ -340,7 +340,7 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
     segment_t = 0.5
     if masked:
         probs = [predict(segmenter, dataset.samples[i].image, multiple, device) for i in masked]
-        truths = [dataset.samples[i].mask for i in masked]
+        truths = [dataset.samples[i].mask > 0 for i in masked]
         by_t = {t: pooled_iou([p >= t for p in probs], truths) for t in (0.3, 0.4, 0.5, 0.6, 0.7)}
         segment_t = max(by_t, key=by_t.get)
         results["val_pixel_iou"] = round(by_t[segment_t], 4)
@@ -362,7 +362,7 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
         targets = weak_targets(dataset, detector, train_idx, val_idx, options, device, notes)
     else:
         targets = {
-            int(i): (s.mask if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool))
+            int(i): (s.mask > 0 if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool))
             for i, s in enumerate(dataset.samples)
         }
     segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints)

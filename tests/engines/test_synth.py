@@ -118,12 +118,12 @@ def test_write_dataset_writes_readable_files(tmp_path):
     out = write_dataset(tmp_path / "ds", 5, 11, options, progress=False)
     with open(out / "labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["source"] for r in rows] == [f"frames/{i:05d}.tif" for i in range(5)]
+    assert [r["source"] for r in rows] == [f"{i:05d}.tif" for i in range(5)]
     with open(out / "objects.csv", newline="") as f:
         objects = list(csv.DictReader(f))
     for index, row in enumerate(rows):
-        image = tifffile.imread(out / row["source"])
-        mask = tifffile.imread(out / "masks" / f"{index:05d}.tif")
+        image = tifffile.imread(out / "frames" / row["source"])
+        mask = tifffile.imread(out / "masks" / row["source"])
         expected = frame_for(11, index, options)
         np.testing.assert_array_equal(image, expected.image)
         np.testing.assert_array_equal(mask, expected.mask)

@@ -1,0 +1,131 @@
+"""Training in both modes, resume, export parity and the inputs training must refuse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from engines.backends.base import pad_to_multiple
+from engines.backends.onnxruntime import OnnxRuntimeEngine
+from engines.dataset import DatasetError, load_dataset, split
+from engines.export import load_torch_models
+from engines.modelcard import load_model
+from engines.synth import SynthOptions, frame_for
+from engines.train import Checkpoints, TrainOptions, bce_dice_loss, main, train_models
+from tests.engines.cli import train_args
+
+
+@pytest.mark.parametrize("mode", ["weak", "supervised"])
+def test_two_step_training_writes_a_complete_model(tiny_models, mode):
+    bundle = load_model(tiny_models[mode])
+    assert bundle.card.mode == mode
+    assert bundle.card.training_data_hash
+    assert 0 < bundle.card.segment_threshold < 1
+    for part in ("detector", "segmenter", "detector_torch", "segmenter_torch"):
+        assert bundle.path(part).stat().st_size > 10_000
+    if mode == "weak":
+        assert any("pseudo-mask rule" in note for note in bundle.card.notes)
+
+
+@pytest.mark.parametrize("mode", ["weak", "supervised"])
+def test_onnx_runtime_matches_torch(tiny_models, mode):
+    bundle = load_model(tiny_models[mode])
+    engine = OnnxRuntimeEngine(bundle, threads=1)
+    detector, segmenter = load_torch_models(bundle.folder, bundle.card)
+    frames = np.stack([frame_for(3, i, SynthOptions(height=100, width=130)).image for i in range(3)])
+    scores = engine.detect(frames)
+    probability = engine.segment(frames)
+    x = torch.from_numpy(pad_to_multiple(frames[:, None].astype(np.float32), bundle.card.pad_multiple))
+    with torch.no_grad():
+        expected_scores = detector(x).numpy()
+        expected_probability = segmenter(x).numpy()[:, 0, :100, :130]
+    assert probability.shape == (3, 100, 130)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-4)
+    np.testing.assert_allclose(probability, expected_probability, atol=1e-4)
+
+
+def test_onnx_files_carry_the_card(tiny_models):
+    import onnx
+
+    bundle = load_model(tiny_models["supervised"])
+    meta = {p.key: p.value for p in onnx.load(str(bundle.path("segmenter"))).metadata_props}
+    assert meta["artifactd.training_data_hash"] == bundle.card.training_data_hash
+    assert float(meta["artifactd.segment_threshold"]) == bundle.card.segment_threshold
+    assert json.loads(meta["artifactd.architecture"]) == bundle.card.architecture
+    batch_dim = onnx.load(str(bundle.path("detector"))).graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param  # a named, dynamic batch axis
+
+
+def test_resume_continues_from_the_checkpoint(tiny_dataset, tmp_path):
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv", tiny_dataset / "masks")
+    options = TrainOptions(mode="supervised", detector_steps=2, segmenter_steps=2, batch_size=2,
+                           crop=64, checkpoint_every=1, val_fraction=0.34)
+    checkpoints = Checkpoints(tmp_path / "ckpt")
+    train_models(dataset, options, checkpoints)
+    saved = torch.load(checkpoints.path("detector"), weights_only=False)
+    assert saved["step"] == 2
+    more = TrainOptions(mode="supervised", detector_steps=3, segmenter_steps=3, batch_size=2,
+                        crop=64, checkpoint_every=1, val_fraction=0.34)
+    train_models(dataset, more, checkpoints)
+    assert torch.load(checkpoints.path("detector"), weights_only=False)["step"] == 3
+
+
+def test_split_is_stratified_and_seeded():
+    labels = np.array([0] * 10 + [1] * 10)
+    train, val = split(labels, 0.2, seed=3)
+    assert sorted(np.concatenate([train, val])) == list(range(20))
+    assert labels[val].sum() == 2 and len(val) == 4
+    assert np.array_equal(split(labels, 0.2, seed=3)[1], val)
+
+
+def test_bce_dice_is_low_for_a_perfect_prediction_and_high_for_its_opposite():
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:5, 2:5] = 1
+    good = bce_dice_loss((target * 2 - 1) * 20, target)
+    bad = bce_dice_loss((1 - target * 2) * 20, target)
+    assert good.item() < 0.01 and bad.item() > 10
+
+
+def _copy(data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("empty_folder", "frames folder is empty"),
+        ("missing_file", "do not exist"),
+        ("one_class", "expected both clean and artifact"),
+        ("not_an_image", "not a readable TIFF"),
+        ("mask_shape", "differs from its frame"),
+        ("bad_label", "expected clean or artifact"),
+    ],
+)
+def test_bad_training_input_is_refused_clearly(tiny_dataset, tmp_path, caplog, breakage, message):
+    data = _copy(tiny_dataset, tmp_path)
+    labels = data / "labels.csv"
+    rows = labels.read_text().splitlines()
+    if breakage == "empty_folder":
+        shutil.rmtree(data / "frames")
+        (data / "frames").mkdir()
+    elif breakage == "missing_file":
+        labels.write_text("\n".join([*rows, "nowhere.tif,clean"]) + "\n")
+    elif breakage == "one_class":
+        labels.write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + ",clean" for r in rows[1:]]) + "\n")
+    elif breakage == "not_an_image":
+        (data / "frames" / rows[1].split(",")[0]).write_text("hello")
+    elif breakage == "mask_shape":
+        tifffile.imwrite(data / "masks" / rows[1].split(",")[0], np.zeros((5, 5), np.uint16))
+    elif breakage == "bad_label":
+        labels.write_text("\n".join([*rows, rows[1].rsplit(",", 1)[0] + ",dirty"]) + "\n")
+    out = tmp_path / "model"
+    assert main(train_args(data, out, mode="supervised")) == 2
+    assert message in caplog.text
+    assert not out.exists(), "no half-written model may be left behind"
