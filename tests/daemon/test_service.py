@@ -111,11 +111,13 @@ def test_live_folder_metrics_and_sigterm(tmp_path, plant):
 
 def test_kill9_then_restart_writes_every_frame_exactly_once(tmp_path, plant):
     folder, store, log = plant
-    frames = write_frames(folder, 24)
-    config = config_file(tmp_path, input_dir=folder, store=store, pipeline={"max_batch": 2})
+    frames = write_frames(folder, 40, size=512)
+    config = config_file(tmp_path, input_dir=folder, store=store, pipeline={"max_batch": 2},
+                         model={"segment": "all"})
     process = start_service(config, log=log)
     try:
-        wait_for(lambda: len(stored_sources(store)) >= 3, 120, "some frames to be written")
+        wait_for(lambda: len(stored_sources(store)) >= 2, 120, "some frames to be written",
+                 interval=0.05)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(30)
@@ -135,11 +137,14 @@ def test_kill9_then_restart_writes_every_frame_exactly_once(tmp_path, plant):
 
 def test_second_signal_exits_at_once_and_restart_completes(tmp_path, plant):
     folder, store, log = plant
-    frames = write_frames(folder, 16)
-    config = config_file(tmp_path, input_dir=folder, store=store, pipeline={"max_batch": 1})
+    frames = write_frames(folder, 40, size=512)
+    config = config_file(tmp_path, input_dir=folder, store=store, pipeline={"max_batch": 1},
+                         model={"segment": "all"})
     process = start_service(config, log=log)
-    wait_for(lambda: len(stored_sources(store)) >= 1, 120, "a first frame")
+    wait_for(lambda: len(stored_sources(store)) >= 1, 120, "a first frame", interval=0.05)
     process.send_signal(signal.SIGTERM)
+    # A second signal sent before the first is handled would merge with it in the kernel.
+    wait_for(lambda: "draining" in log.read_text(), 30, "the first signal to be handled", 0.02)
     process.send_signal(signal.SIGTERM)
     code = process.wait(30)
     assert code == 128 + signal.SIGTERM
