@@ -1,0 +1,210 @@
+"""Pipeline benchmark: artifactd end to end vs the bare engine vs a naive loop, same frames.
+
+    python -m bench.pipeline [--frames 60] [--size 1080] [--rss-frames 2000]
+
+All three run in this one process, one after the other, on the same files, so their ratio is
+fair on a shared, noisy machine:
+
+- bare engine: frames already in memory, batches of max_batch through detect + segment
+  (flagged frames only, as the service does) — the ceiling the pipeline can approach;
+- artifactd: the real pipeline (folder source -> decode pool -> batcher -> engine ->
+  post-processing pool -> store + journal) from files on disk to durable results;
+- naive loop: read -> infer -> post-process -> write -> commit, one frame at a time.
+
+Then the pipeline runs over --rss-frames files (hard links of the same frames, so disk use stays
+small) while resident memory is sampled, to show it stays flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from daemon.config import Config
+from daemon.decode import DecodeOptions, read_frame
+from daemon.frames import FrameKey, FrameResult, ReadyFile
+from daemon.journal import Journal
+from daemon.metrics import Metrics
+from daemon.pipeline import Pipeline, PipelineParts
+from daemon.service import postprocess_options
+from daemon.sources.fs import FolderSource
+from daemon.store import ResultsStore
+from engines.backends.select import create_engine
+from engines.modelcard import load_model
+from engines.postprocess import postprocess
+from engines.synth import SynthOptions, frame_for
+
+logger = logging.getLogger("bench.pipeline")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_frames(folder: Path, count: int, size: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"r01c{i % 12 + 1:02d}f{i // 12 + 1:02d}p01-ch1sk1fk1fl1.tiff"
+        if not path.exists():
+            frame = frame_for(77, i, SynthOptions(height=size, width=size, artifact_probability=0.3))
+            tifffile.imwrite(path, frame.image)
+        paths.append(path)
+    return paths
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+
+
+def bare_engine(engine, paths: list[Path], max_batch: int, threshold: float) -> float:
+    frames = [tifffile.imread(p) for p in paths]
+    started = time.perf_counter()
+    for i in range(0, len(frames), max_batch):
+        batch = np.stack(frames[i : i + max_batch])
+        flagged = engine.detect(batch) >= threshold
+        if flagged.any():
+            engine.segment(batch[flagged])
+    return len(frames) / (time.perf_counter() - started)
+
+
+def key_of(root: Path, path: Path) -> FrameKey:
+    stat = path.stat()
+    return FrameKey(str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns)
+
+
+def naive_loop(engine, bundle, config: Config, root: Path, paths: list[Path], work: Path) -> float:
+    store = ResultsStore(work / "naive.zarr")
+    journal = Journal(work / "naive.sqlite")
+    decode = DecodeOptions.from_config(config.input, config.metadata)
+    options = postprocess_options(config, bundle)
+    started = time.perf_counter()
+    for path in paths:
+        frame = read_frame(ReadyFile(path, key_of(root, path), time.monotonic()), decode)
+        batch = frame.pixels[None]
+        score = float(engine.detect(batch)[0])
+        flagged = score >= bundle.card.detect_threshold
+        labels, artifacts, fraction, count = np.zeros(frame.pixels.shape, np.uint16), {}, 0.0, 0
+        if flagged:
+            found = postprocess(engine.segment(batch)[0], frame.pixels, options, frame.meta.pixel_size_um)
+            labels, artifacts, fraction, count = found.labels, found.artifacts, found.area_fraction, found.n_artifacts
+        stamp = datetime.now(UTC).isoformat()
+        store.append([FrameResult(frame, score, flagged, labels, artifacts, fraction, count, stamp)])
+        journal.commit([frame.key], "flagged" if flagged else "clean")
+    rate = len(paths) / (time.perf_counter() - started)
+    store.close()
+    journal.close()
+    return rate
+
+
+def through_pipeline(engine, bundle, config: Config, root: Path, work: Path, name: str,
+                     expected: int, on_progress=None) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def record(results, lat) -> None:
+        latencies.extend(lat)
+        if on_progress:
+            on_progress(len(latencies))
+        if len(latencies) >= expected:
+            done.set()
+
+    store = ResultsStore(work / f"{name}.zarr")
+    journal = Journal(work / f"{name}.sqlite")
+    pipeline = Pipeline(PipelineParts(
+        engine=engine, store=store, journal=journal, metrics=Metrics(),
+        decode=DecodeOptions.from_config(config.input, config.metadata),
+        postprocess=postprocess_options(config, bundle),
+        detect_threshold=bundle.card.detect_threshold, sinks=(record,),
+    ), config.pipeline)
+    pipeline.start()
+    source = FolderSource(replace(config.input, settle_s=0.2), pipeline.submit_file,
+                          is_done=journal.is_done, root=root)
+    started = time.perf_counter()
+    source.start()
+    done.wait()
+    rate = expected / (time.perf_counter() - started)
+    source.stop()
+    source.join()
+    pipeline.drain(60)
+    store.close()
+    journal.close()
+    return rate, latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--size", type=int, default=1080)
+    parser.add_argument("--rss-frames", type=int, default=2000)
+    parser.add_argument("--max-batch", type=int, default=Config().pipeline.max_batch)
+    parser.add_argument("--cache", type=Path, default=Path("runs/bench-frames"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = Config()
+    config = config.with_section("pipeline", max_batch=args.max_batch)
+    bundle = load_model("default")
+    engine = create_engine(bundle, backend="onnxruntime")
+    source_dir = args.cache / f"{args.size}"
+    paths = make_frames(source_dir, args.frames, args.size)
+    work = Path(tempfile.mkdtemp(prefix="artifactd-bench-"))
+    try:
+        root = work / "in"
+        shutil.copytree(source_dir, root)
+        files = sorted(root.iterdir())
+        engine.detect(np.stack([tifffile.imread(files[0])]))  # warm-up
+        bare = bare_engine(engine, files, args.max_batch, bundle.card.detect_threshold)
+        e2e, latencies = through_pipeline(engine, bundle, config, root, work, "pipeline", len(files))
+        naive = naive_loop(engine, bundle, config, root, files, work)
+        results = {
+            "frames": len(files), "size": args.size, "max_batch": args.max_batch,
+            "cpu_count": os.cpu_count(), "model": bundle.model_id,
+            "bare_engine_fps": bare, "artifactd_fps": e2e, "naive_fps": naive,
+            "pipeline_efficiency": e2e / bare, "speedup_vs_naive": e2e / naive,
+            "latency_s": percentiles(latencies),
+        }
+        print(json.dumps(results, indent=2), flush=True)
+        if args.rss_frames:
+            results["rss"] = rss_run(engine, bundle, config, paths, work, args.rss_frames)
+            print(json.dumps(results["rss"], indent=2), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def rss_run(engine, bundle, config: Config, paths: list[Path], work: Path, count: int) -> dict:
+    root = work / "rss"
+    root.mkdir()
+    for i in range(count):
+        os.link(paths[i % len(paths)], root / f"r{i // 240 + 1:02d}c{i % 12 + 1:02d}f{(i // 12) % 20 + 1:02d}p01-ch1sk1fk1fl1.tiff")
+    samples: dict[int, float] = {}
+
+    def sample(done: int) -> None:
+        if done % max(1, count // 10) == 0:
+            samples[done] = rss_mib()
+
+    rate, _ = through_pipeline(engine, bundle, config, root, work, "rss", count, sample)
+    return {"frames": count, "fps": rate, "rss_mib_by_frames": samples}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
