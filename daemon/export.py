@@ -1,0 +1,228 @@
+"""`artifactd export`: turn a results store into TIFF masks and CSV tables.
+
+    artifactd export results.zarr --masks masks/ --frames frames.csv --artifacts artifacts.csv
+
+--masks DIR        one TIFF per frame at DIR/<source with its extension replaced by .tif>
+                   (streamed frames: DIR/zmq/<frame id>.tif); uint8 when every label fits, else
+                   uint16; the frame's height and width; 0 = background. When a file was
+                   processed more than once (rewritten in place), the latest result wins.
+--frames FILE      one row per frame
+--artifacts FILE   one row per artifact
+
+Any combination of the three. Every output is written to a temporary file and renamed into
+place, so a reader never sees half a file. The store may be open by a running service: export
+reads the rows committed when it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import tifffile
+from tqdm import tqdm
+
+from daemon.store import ResultsStore, StoreError, open_store_readonly
+
+logger = logging.getLogger(__name__)
+
+FRAME_CSV_COLUMNS = (
+    "source", "plate", "well", "field", "channel", "score", "flagged", "area_fraction",
+    "n_artifacts", "processed_at",
+)
+ARTIFACT_CSV_COLUMNS = (
+    "source", "label", "area_px", "area_um2", "perimeter_px", "circularity", "eccentricity",
+    "ellipticity", "equivalent_diameter_px", "centroid_y", "centroid_x", "bbox_min_y",
+    "bbox_min_x", "bbox_max_y", "bbox_max_x",
+)
+
+_TIFF_SUFFIXES = (".ome.tiff", ".ome.tif")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", metavar="STORE", help="the results store (a .zarr folder)")
+    parser.add_argument(
+        "--masks", metavar="DIR", type=Path, help="write one label TIFF per frame under DIR"
+    )
+    parser.add_argument(
+        "--frames", metavar="FILE.csv", type=Path, help="write the frame table as CSV"
+    )
+    parser.add_argument(
+        "--artifacts", metavar="FILE.csv", type=Path, help="write the artifact table as CSV"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    if not (args.masks or args.frames or args.artifacts):
+        print(
+            "artifactd export: nothing to export: give --masks DIR, --frames FILE.csv "
+            "and/or --artifacts FILE.csv",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        store = open_store_readonly(args.store)
+    except StoreError as exc:
+        print(f"artifactd export: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.frames:
+            n = export_frames(store, args.frames)
+            logger.info("wrote %d frames to %s", n, args.frames)
+        if args.artifacts:
+            n = export_artifacts(store, args.artifacts)
+            logger.info("wrote %d artifacts to %s", n, args.artifacts)
+        if args.masks:
+            n = export_masks(store, args.masks)
+            logger.info("wrote %d masks under %s", n, args.masks)
+    except (OSError, StoreError, ExportError) as exc:
+        print(f"artifactd export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+# ------------------------------------------------------------------------------------ masks
+
+
+def mask_relpath(source: str) -> PurePosixPath | None:
+    """Where a frame's mask goes under the masks folder; None for a source that would escape it.
+
+    "plate1/A01_f1.tif" -> plate1/A01_f1.tif, "run/B02.ome.tiff" -> run/B02.tif,
+    "zmq:frame-17" -> zmq/frame-17.tif
+    """
+    if source.startswith("zmq:"):
+        name = _UNSAFE.sub("_", source[4:]) or "_"
+        if name in (".", ".."):
+            name = name.replace(".", "_")
+        return PurePosixPath("zmq", f"{name}.tif")
+    path = PurePosixPath(source.replace("\\", "/"))
+    if path.is_absolute() or not path.parts or any(p in ("..", ".", "") for p in path.parts):
+        return None
+    name = path.name
+    lower = name.lower()
+    for suffix in _TIFF_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        stem, dot, _ext = name.rpartition(".")
+        if dot and stem:
+            name = stem
+    return path.with_name(f"{name}.tif")
+
+
+def mask_for_tiff(labels: np.ndarray) -> np.ndarray:
+    """uint8 when every label fits, else uint16 (uint32 beyond 65535 labels)."""
+    top = int(labels.max()) if labels.size else 0
+    if top <= np.iinfo(np.uint8).max:
+        return labels.astype(np.uint8, copy=False)
+    if top <= np.iinfo(np.uint16).max:
+        return labels.astype(np.uint16, copy=False)
+    return labels.astype(np.uint32, copy=False)
+
+
+def export_masks(store: ResultsStore, folder: Path, *, progress: bool | None = None) -> int:
+    """Write one TIFF per frame; returns how many were written."""
+    sources = store.frame_table()["source"]
+    targets: dict[PurePosixPath, int] = {}  # later rows (newer versions of a file) win
+    owners: dict[PurePosixPath, str] = {}
+    for row, source in enumerate(sources):
+        rel = mask_relpath(str(source))
+        if rel is None:
+            logger.warning("%s: skipping a source outside the input folder: %r", folder, source)
+            continue
+        if rel in owners and owners[rel] != source:
+            logger.warning(
+                "%s: %s and %s both map to %s; keeping the later one",
+                folder, owners[rel], source, rel,
+            )
+        targets[rel] = row
+        owners[rel] = str(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.resolve()
+    written = 0
+    for rel, row in tqdm(
+        sorted(targets.items(), key=lambda item: item[1]),
+        desc="masks", unit="frame", disable=(not progress) if progress is not None else None,
+    ):
+        path = root.joinpath(*rel.parts)
+        if root not in path.resolve().parents:  # a symlinked folder pointing elsewhere
+            raise ExportError(f"{path}: resolves outside {root}; refusing to write there")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        labels = mask_for_tiff(store.mask(row))
+        _replace_atomically(
+            path, lambda tmp, labels=labels: tifffile.imwrite(
+                tmp, labels, compression="zlib", photometric="minisblack"
+            )
+        )
+        written += 1
+    return written
+
+
+# ------------------------------------------------------------------------------------ tables
+
+
+def export_frames(store: ResultsStore, path: Path) -> int:
+    table = store.frame_table()
+    return _write_csv(path, FRAME_CSV_COLUMNS, table)
+
+
+def export_artifacts(store: ResultsStore, path: Path) -> int:
+    table = store.artifact_table()
+    return _write_csv(path, ARTIFACT_CSV_COLUMNS, table)
+
+
+def _write_csv(path: Path, columns: Iterable[str], table: dict[str, np.ndarray]) -> int:
+    columns = tuple(columns)
+    texts = [_as_text(table[name]) for name in columns]
+    n = len(texts[0]) if texts else 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(zip(*texts, strict=True))
+
+    _replace_atomically(path, write)
+    return n
+
+
+def _as_text(values: np.ndarray) -> list[str]:
+    """One column as CSV cells: NaN -> empty, booleans -> true/false, shortest float repr."""
+    kind = values.dtype.kind
+    if kind == "b":
+        return ["true" if v else "false" for v in values]
+    if kind == "f":
+        text = values.astype(str)
+        text[np.isnan(values)] = ""
+        return text.tolist()
+    if kind in "iu":
+        return values.astype(str).tolist()
+    return ["" if v is None else str(v) for v in values]
+
+
+def _replace_atomically(path: Path, write) -> None:  # noqa: ANN001 - a callable(tmp path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
