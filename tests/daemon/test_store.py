@@ -456,6 +456,25 @@ def test_a_creation_cut_short_is_completed(path: Path) -> None:
         ResultsStore(path)
 
 
+def test_columns_in_another_layout_are_written_through_zarr(path: Path) -> None:
+    results = [make_result(i) for i in range(3)]
+    ResultsStore(path).close()
+    frames = zarr.open_group(str(path / "frames"), mode="r+")
+    # a compressed number column and an uncompressed string column: no fast path for either
+    frames.create_array("score", shape=(0,), chunks=(4,), dtype="float64", overwrite=True)
+    frames.create_array("well", shape=(0,), chunks=(4,), dtype=str, compressors=None,
+                        overwrite=True)
+    with ResultsStore(path) as store:
+        store.append(results[:2])
+        store.append(results[2:])
+        table = store.frame_table()
+    assert list(table["score"]) == pytest.approx([r.score for r in results])
+    assert list(table["well"]) == [r.frame.meta.well for r in results]
+    assert zarr.open_array(str(path / "frames/score"), mode="r")[:].tolist() == pytest.approx(
+        [r.score for r in results]
+    )
+
+
 def test_changed_settings_are_kept_in_history(path: Path) -> None:
     with ResultsStore(path, attributes=ATTRS) as store:
         store.append([make_result(0)])
