@@ -1,0 +1,197 @@
+"""Pick and open an inference backend by name; "auto" picks the fastest one that can run here.
+
+"auto": TensorRT when `tensorrt` and `pycuda` import and a CUDA GPU is present, else torch on
+CUDA, else ONNX Runtime on the CPU. The choice and the reason are logged in one line. A backend
+or precision asked for by name that cannot run here fails with the reason; nothing the user set
+is silently changed (an fp16 request never quietly runs in fp32 on a CPU).
+
+Every backend module is imported only when chosen, so a CPU install never imports TensorRT or
+pycuda, and ONNX Runtime never needs torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.backends.base import Engine
+from engines.modelcard import ModelBundle
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+GPU_EXTRA_HINT = "install the GPU extra: pip install 'artifactd[gpu]'"
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend (or precision) asked for cannot run on this machine; says what is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendChoice:
+    backend: str  # "onnxruntime" | "torch" | "tensorrt"
+    device: str  # "cpu" | "cuda"
+    reason: str  # one sentence, for the log and for artifactd_engine_info
+
+
+def _missing(module: str) -> str | None:
+    """Why `module` cannot be imported, or None when it can."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ValueError:  # already imported without a spec (e.g. injected): importable
+        found = True
+    if not found:
+        return f"{module} is not installed"
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # a broken install raises anything from ImportError to OSError
+        return f"{module} does not import ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _tensorrt_status() -> str:
+    for module in ("tensorrt", "pycuda"):
+        why = _missing(module)
+        if why:
+            return f"{why}; {GPU_EXTRA_HINT}"
+    import pycuda.driver as cuda
+
+    try:
+        cuda.init()
+        count = cuda.Device.count()
+    except Exception as exc:
+        return f"no usable CUDA driver/GPU (pycuda: {exc})"
+    if count < 1:
+        return "no CUDA GPU found (pycuda sees 0 devices)"
+    return "ok"
+
+
+def _torch_status() -> str:
+    why = _missing("torch")
+    return f"{why}; install the train extra: pip install 'artifactd[train]'" if why else "ok"
+
+
+def _torch_cuda_status() -> str:
+    status = _torch_status()
+    if status != "ok":
+        return status
+    import torch
+
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return "torch is a CPU-only build"
+        return "torch sees no CUDA GPU"
+    return "ok"
+
+
+def _onnxruntime_status() -> str:
+    why = _missing("onnxruntime")
+    return f"{why}; pip install onnxruntime" if why else "ok"
+
+
+def available_backends() -> dict[str, str]:
+    """backend name -> "ok" or why it cannot run here. torch is "ok" on a CPU too."""
+    return {
+        "onnxruntime": _onnxruntime_status(),
+        "torch": _torch_status(),
+        "tensorrt": _tensorrt_status(),
+    }
+
+
+def _check_precision(backend: str, device: str, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS}")
+    supported = {
+        ("onnxruntime", "cpu"): ("fp32",),
+        ("onnxruntime", "cuda"): ("fp32",),
+        ("torch", "cpu"): ("fp32",),
+        ("torch", "cuda"): ("fp32", "fp16", "bf16"),
+        ("tensorrt", "cuda"): ("fp32", "fp16", "bf16", "int8"),
+    }[(backend, device)]
+    if precision not in supported:
+        raise BackendUnavailable(
+            f"precision {precision} is not available with backend {backend} on {device} "
+            f"(it supports {', '.join(supported)}); set precision to one of those or use a "
+            "backend that supports it"
+        )
+
+
+def choose_backend(backend: str = "auto", precision: str = "fp32") -> BackendChoice:
+    """Resolve a backend name to what will run, or raise BackendUnavailable saying why not."""
+    if backend not in (*BACKENDS, "auto"):
+        raise ValueError(f"backend {backend!r}: expected auto or one of {BACKENDS}")
+    if backend == "auto":
+        trt = _tensorrt_status()
+        if trt == "ok":
+            choice = BackendChoice("tensorrt", "cuda",
+                                   "auto: tensorrt and pycuda import and a CUDA GPU is present")
+        else:
+            torch_cuda = _torch_cuda_status()
+            if torch_cuda == "ok":
+                choice = BackendChoice("torch", "cuda",
+                                       f"auto: no tensorrt ({trt}); torch sees a CUDA GPU")
+            else:
+                ort = _onnxruntime_status()
+                if ort != "ok":
+                    raise BackendUnavailable(
+                        f"no inference backend can run: tensorrt: {trt}; torch on CUDA: "
+                        f"{torch_cuda}; onnxruntime: {ort}"
+                    )
+                choice = BackendChoice(
+                    "onnxruntime", "cpu",
+                    f"auto: no tensorrt ({trt}); no torch on CUDA ({torch_cuda}); "
+                    "so ONNX Runtime on the CPU",
+                )
+        try:
+            _check_precision(choice.backend, choice.device, precision)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"{exc} [{choice.reason}]") from None
+        return choice
+
+    status = {"onnxruntime": _onnxruntime_status, "torch": _torch_status,
+              "tensorrt": _tensorrt_status}[backend]()
+    if status != "ok":
+        raise BackendUnavailable(f"backend {backend} was asked for but cannot run here: {status}")
+    device = "cpu"
+    if backend == "tensorrt":
+        device = "cuda"
+    elif backend == "torch":
+        device = "cuda" if _torch_cuda_status() == "ok" else "cpu"
+    elif backend == "onnxruntime":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            device = "cuda"
+    _check_precision(backend, device, precision)
+    return BackendChoice(backend, device, f"asked for {backend}; it runs here on {device}")
+
+
+def create_engine(bundle: ModelBundle, *, backend: str = "auto", precision: str = "fp32",
+                  threads: int = 0, max_batch: int = 8, engine_cache: Path | None = None,
+                  frame_shape: tuple[int, int] | None = None) -> Engine:
+    """Open the model with the chosen backend. See the module docstring for "auto"."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch {max_batch}: expected at least 1")
+    choice = choose_backend(backend, precision)
+    logger.info("inference backend: %s on %s, %s (%s)", choice.backend, choice.device,
+                precision, choice.reason)
+    engine: Engine
+    if choice.backend == "onnxruntime":
+        from engines.backends.onnxruntime import OnnxRuntimeEngine
+
+        engine = OnnxRuntimeEngine(bundle, threads=threads, use_cuda=choice.device == "cuda")
+    elif choice.backend == "torch":
+        from engines.backends.torch import TorchEngine
+
+        engine = TorchEngine(bundle, device=choice.device, precision=precision, threads=threads)
+    else:
+        from engines.backends.tensorrt import TensorRTEngine
+
+        engine = TensorRTEngine(bundle, precision=precision, max_batch=max_batch,
+                                engine_cache=engine_cache, frame_shape=frame_shape)
+    engine.selection_reason = choice.reason  # type: ignore[attr-defined]
+    return engine
