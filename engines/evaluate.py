@@ -37,6 +37,9 @@ from engines.scoring import (
 
 logger = logging.getLogger(__name__)
 
+# "Small" artifacts for the detectability target: ~50 um^2 is ~150 px at 0.6 um/px.
+SMALL_PX = (100, 300)
+
 
 @dataclass(slots=True)
 class MethodRun:
@@ -104,8 +107,30 @@ def score_run(run: MethodRun, dataset: Dataset) -> dict:
         weights = [len(m.pairs) for m in matches if m.pairs]
         result["size_mae_px"] = float(np.average(errors, weights=weights)) if errors else math.nan
         result["ap_curve"] = {f"{k:.2f}": v for k, v in ap_curve(preds, truths, AP_THRESHOLDS).items()}
+        result.update(small_artifacts(preds, truths, matches))
     result["seconds_per_frame"] = float(np.mean(run.seconds))
     return result
+
+
+def small_artifacts(preds: list[np.ndarray], truths: list[np.ndarray], matches) -> dict:
+    """Of the true artifacts of SMALL_PX pixels: the share any predicted artifact overlaps
+    (found) and the share matched one-to-one at IoU >= 0.5 (recall)."""
+    total = found = matched = 0
+    for pred, truth, match in zip(preds, truths, matches, strict=True):
+        ids, areas = np.unique(truth[truth > 0], return_counts=True)
+        small = set(ids[(areas >= SMALL_PX[0]) & (areas <= SMALL_PX[1])].tolist())
+        if not small:
+            continue
+        hit = set(np.unique(truth[(truth > 0) & (pred > 0)]).tolist())
+        paired = {t for _, t, _ in match.pairs}
+        total += len(small)
+        found += len(small & hit)
+        matched += len(small & paired)
+    return {
+        "small_artifacts": total,
+        "small_artifact_found": found / total if total else math.nan,
+        "small_artifact_recall": matched / total if total else math.nan,
+    }
 
 
 def _pooled(matches) -> float:
@@ -117,14 +142,15 @@ def _pooled(matches) -> float:
 
 def markdown_table(results: list[dict]) -> str:
     head = ("| method | image F1 | image precision | image recall | pixel IoU | Dice | pixel precision "
-            "| pixel recall | object F1 @0.5 | size MAE (px) | s/frame |")
-    lines = [head, "|" + "---|" * 11]
+            "| pixel recall | object F1 @0.5 | size MAE (px) | small found | s/frame |")
+    lines = [head, "|" + "---|" * 12]
     for r in results:
         px = r.get("pixel", {})
         cells = [
             r["method"], r["image"]["f1"], r["image"]["precision"], r["image"]["recall"],
             px.get("iou"), px.get("dice"), px.get("precision"), px.get("recall"),
-            r.get("object_f1_iou50"), r.get("size_mae_px"), r["seconds_per_frame"],
+            r.get("object_f1_iou50"), r.get("size_mae_px"), r.get("small_artifact_found"),
+            r["seconds_per_frame"],
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from engines.modelcard import DEFAULT_MODEL_DIR
 
 TRAIN_SETS = (("u16", 101, "uint16", 700), ("u8", 102, "uint8", 150))
 HELD_OUT = ("heldout", 9001, "uint16", 200)
-TRAIN_ARGS = ["--detector-steps", "800", "--segmenter-steps", "1500", "--batch-size", "8",
+TRAIN_ARGS = ["--detector-steps", "800", "--segmenter-steps", "1000", "--batch-size", "8",
               "--crop", "256", "--seed", "1", "--name", "artifactd-default"]
 
 

@@ -135,6 +135,27 @@ def test_kill9_then_restart_writes_every_frame_exactly_once(tmp_path, plant):
         journal.close()
 
 
+def test_sigterm_drains_consistently_and_restart_finishes(tmp_path, plant):
+    folder, store, log = plant
+    frames = write_frames(folder, 40, size=512)
+    config = config_file(tmp_path, input_dir=folder, store=store, model={"segment": "all"})
+    process = start_service(config, log=log)
+    wait_for(lambda: len(stored_sources(store)) >= 1, 120, "a first frame", interval=0.05)
+    started = time.monotonic()
+    assert stop(process, signal.SIGTERM, timeout=60) == 0, log.read_text()
+    assert time.monotonic() - started < 60
+    stored = Counter(stored_sources(store))
+    journal = Journal(store.parent / (store.name + ".journal.sqlite"))
+    try:
+        journaled = {key.source for key in journal.done_keys()}
+    finally:
+        journal.close()
+    assert set(stored) == journaled, "drained: every durable frame is committed, and only those"
+    assert run_once(config, log).returncode == 0
+    counts = Counter(stored_sources(store))
+    assert len(counts) == len(frames) and max(counts.values()) == 1
+
+
 def test_second_signal_exits_at_once_and_restart_completes(tmp_path, plant):
     folder, store, log = plant
     frames = write_frames(folder, 40, size=512)
