@@ -217,7 +217,7 @@ def _as_text(values: np.ndarray) -> list[str]:
     return ["" if v is None else str(v) for v in values]
 
 
-def _replace_atomically(path: Path, write) -> None:  # noqa: ANN001 - a callable(tmp path)
+def _replace_atomically(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)

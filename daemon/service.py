@@ -27,7 +27,6 @@ from daemon.metadata import check_regex
 from daemon.metrics import Metrics
 from daemon.notify import SystemdNotifier
 from daemon.pipeline import Pipeline, PipelineParts
-from engines import __version__
 from engines.modelcard import ModelBundle, ModelError, load_model
 from engines.postprocess import PostprocessOptions
 

@@ -29,7 +29,6 @@ from engines.scoring import (
     ap_curve,
     image_scores,
     match_objects,
-    object_f1,
     pixel_counts,
     pixel_scores,
     size_mae,

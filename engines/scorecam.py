@@ -69,7 +69,7 @@ class PseudoMaskRule:
     refine: bool = True  # intersect with image evidence
 
     def describe(self) -> str:
-        how = "ScoreCAM >= %.2f" % self.threshold
+        how = f"ScoreCAM >= {self.threshold:.2f}"
         return how + (" AND local-background deviation > 3 robust SD" if self.refine else "")
 
 

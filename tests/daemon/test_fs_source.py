@@ -122,7 +122,7 @@ def test_write_then_rename(tmp_path: Path) -> None:
 def test_writer_that_never_closes_completes_by_settling(tmp_path: Path) -> None:
     collector = Collector()
     with watching(tmp_path, collector, settle_s=0.4):
-        fh = open(tmp_path / "open.tif", "wb")  # noqa: SIM115 - kept open on purpose
+        fh = open(tmp_path / "open.tif", "wb")
         try:
             fh.write(FRAME[:1000])
             fh.flush()

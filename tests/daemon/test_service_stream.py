@@ -11,7 +11,14 @@ import zmq
 from daemon.client import ArtifactClient
 from daemon.store import ResultsStore
 from engines.synth import SynthOptions, frame_for
-from tests.daemon.service_helpers import config_file, free_port, metrics_port, scrape, start_service, stop
+from tests.daemon.service_helpers import (
+    config_file,
+    free_port,
+    metrics_port,
+    scrape,
+    start_service,
+    stop,
+)
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -332,7 +332,7 @@ def test_failed_append_is_not_counted(path: Path, monkeypatch: pytest.MonkeyPatc
     # A failure at the last step (the commit record) is not counted either.
     real = store_module._DurableLocalStore._write_temporary
 
-    def no_commit(self, key, data, folders):  # noqa: ANN001
+    def no_commit(self, key, data, folders):
         if key == "zarr.json":
             raise OSError(errno.ENOSPC, "No space left on device", str(path / "zarr.json"))
         return real(self, key, data, folders)

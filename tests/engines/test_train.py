@@ -12,7 +12,7 @@ import torch
 
 from engines.backends.base import pad_to_multiple
 from engines.backends.onnxruntime import OnnxRuntimeEngine
-from engines.dataset import DatasetError, load_dataset, split
+from engines.dataset import load_dataset, split
 from engines.export import load_torch_models
 from engines.modelcard import load_model
 from engines.synth import SynthOptions, frame_for
