@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.postprocess import ARTIFACT_COLUMNS  # the measurements, defined where they are made
+
+__all__ = ["ARTIFACT_COLUMNS", "Frame", "FrameFailure", "FrameKey", "FrameMeta", "FrameResult", "ReadyFile"]
+
 
 @dataclass(frozen=True, slots=True)
 class FrameKey:
@@ -54,25 +58,6 @@ class Frame:
         return f"zmq:{self.frame_id}"
 
 
-ARTIFACT_COLUMNS = (
-    "label",
-    "area_px",
-    "area_um2",
-    "perimeter_px",
-    "circularity",
-    "eccentricity",
-    "ellipticity",
-    "equivalent_diameter_px",
-    "major_axis_px",
-    "minor_axis_px",
-    "centroid_y",
-    "centroid_x",
-    "bbox_min_y",
-    "bbox_min_x",
-    "bbox_max_y",
-    "bbox_max_x",
-    "mean_intensity",
-)
 
 
 @dataclass(frozen=True, slots=True)
