@@ -4,7 +4,10 @@ Each step is an `artifactd` command (written into the model card verbatim), skip
 output already exists, so an interrupted recipe continues where it stopped:
 
 1. synthetic training data (seeds 101, 102: uint16 and uint8, 512 x 512 frames);
-2. training in both modes on the same frames: supervised (pixel masks) and weak (labels only);
+2. training in both modes on the same frames: supervised (pixel masks) and weak (labels only),
+   in two stages: a first run, then a longer one continuing from it (--init) with larger crops.
+   The detector learns from image labels alone in either mode, so the weak runs take the
+   supervised run's detector (--detector-from) instead of training the same thing twice;
 3. a held-out set made with a seed never used in training (9001, 1080 x 1080, as deployed);
 4. evaluation of both models and the thresholding baselines on it;
 5. the model with the better pixel IoU is copied to engines/weights/default/ with a card
@@ -25,8 +28,11 @@ from engines.modelcard import DEFAULT_MODEL_DIR
 
 TRAIN_SETS = (("u16", 101, "uint16", 700), ("u8", 102, "uint8", 150))
 HELD_OUT = ("heldout", 9001, "uint16", 200)
-TRAIN_ARGS = ["--detector-steps", "800", "--segmenter-steps", "1000", "--batch-size", "8",
-              "--crop", "256", "--seed", "1", "--name", "artifactd-default"]
+STAGES = (
+    ["--detector-steps", "800", "--segmenter-steps", "1000", "--crop", "256", "--seed", "1"],
+    ["--detector-steps", "600", "--segmenter-steps", "3000", "--crop", "320", "--seed", "2"],
+)
+COMMON_ARGS = ["--batch-size", "8", "--name", "artifactd-default"]
 
 
 def artifactd(*args: str, log: list[str], needed: bool = True) -> None:
@@ -64,12 +70,17 @@ def merged_training_set(work: Path, log: list[str]) -> Path:
     return train
 
 
-def train(work: Path, data: Path, mode: str, log: list[str]) -> Path:
-    out = work / f"model-{mode}"
+def train(work: Path, data: Path, mode: str, stage: int, log: list[str]) -> Path:
+    suffix = "" if stage == 0 else f"-{stage + 1}"
+    out = work / f"model-{mode}{suffix}"
     args = ["train", "--frames", str(data / "frames"), "--labels", str(data / "labels.csv"),
-            "--out", str(out), "--mode", mode, *TRAIN_ARGS]
+            "--out", str(out), "--mode", mode, *STAGES[stage], *COMMON_ARGS]
     if mode == "supervised":
-        args[5:5] = ["--masks", str(data / "masks")]
+        args += ["--masks", str(data / "masks")]
+    else:
+        args += ["--detector-from", str(work / f"model-supervised{suffix}")]
+    if stage > 0:
+        args += ["--init", str(work / f"model-{mode}{'' if stage == 1 else f'-{stage}'}")]
     needed = not (out / "model.json").is_file()
     if needed and (out.parent / (out.name + ".checkpoints")).exists():
         args.append("--resume")
@@ -85,8 +96,8 @@ def evaluate(work: Path, model: Path, heldout: Path, log: list[str]) -> dict:
     return json.loads((out / "eval.json").read_text())
 
 
-def model_card(chosen: str, reports: dict[str, dict], log: list[str], work: Path) -> str:
-    card = json.loads((work / f"model-{chosen}" / "model.json").read_text())
+def model_card(chosen: str, models: dict[str, Path], reports: dict[str, dict], log: list[str]) -> str:
+    card = json.loads((models[chosen] / "model.json").read_text())
     lines = [
         "# artifactd default model",
         "",
@@ -123,23 +134,24 @@ def model_card(chosen: str, reports: dict[str, dict], log: list[str], work: Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs"))
-    parser.add_argument("--modes", default="supervised,weak")
     args = parser.parse_args()
     log: list[str] = []
     data = merged_training_set(args.work, log)
     heldout = synth(args.work, HELD_OUT[0], HELD_OUT[1], HELD_OUT[2], HELD_OUT[3], 1080, log)
     reports = {}
-    for mode in args.modes.split(","):
-        model = train(args.work, data, mode, log)
-        reports[mode] = evaluate(args.work, model, heldout, log)
+    models = {}
+    for stage in range(len(STAGES)):
+        for mode in ("supervised", "weak"):  # weak takes the supervised run's detector
+            models[mode] = train(args.work, data, mode, stage, log)
+    reports = {mode: evaluate(args.work, model, heldout, log) for mode, model in models.items()}
     chosen = max(reports, key=lambda m: reports[m]["results"][0].get("pixel", {}).get("iou", 0.0))
     if DEFAULT_MODEL_DIR.exists():
         shutil.rmtree(DEFAULT_MODEL_DIR)
-    shutil.copytree(args.work / f"model-{chosen}", DEFAULT_MODEL_DIR)
-    for kind in ("eval.md", "eval.json", "ap_curve.png"):
-        for mode in reports:
-            shutil.copy(args.work / f"eval-model-{mode}" / kind, DEFAULT_MODEL_DIR / f"{mode}-{kind}")
-    (DEFAULT_MODEL_DIR / "MODEL_CARD.md").write_text(model_card(chosen, reports, log, args.work))
+    shutil.copytree(models[chosen], DEFAULT_MODEL_DIR, ignore=shutil.ignore_patterns("*.checkpoints"))
+    for mode, model in models.items():
+        for kind in ("eval.md", "eval.json", "ap_curve.png"):
+            shutil.copy(args.work / f"eval-{model.name}" / kind, DEFAULT_MODEL_DIR / f"{mode}-{kind}")
+    (DEFAULT_MODEL_DIR / "MODEL_CARD.md").write_text(model_card(chosen, models, reports, log))
     print(f"default model: {chosen} -> {DEFAULT_MODEL_DIR}")
     return 0
 

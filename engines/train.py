@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class TrainOptions:
     cam_top_k: int = 32
     min_area_px: int = 40
     name: str = "artifactd"
+    init: Path | None = None  # start both networks from this model folder (fine-tuning)
+    detector_from: Path | None = None  # take this model's detector as is; train only the U-Net
     arch: Architecture = field(default_factory=Architecture)
 
 
@@ -204,8 +207,10 @@ def fit(
     rng = np.random.default_rng([options.seed, hash(stage) % 2**31])
     start = checkpoints.restore(stage, model, optimiser, gen, rng)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1), last_epoch=-1)
-    for _ in range(start):
-        schedule.step()
+    with warnings.catch_warnings():  # fast-forwarding the schedule on resume is intended
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(start):
+            schedule.step()
     model.train()
     bar = tqdm(range(start, steps), desc=stage, unit="step", initial=start, total=steps)
     for step in bar:
@@ -225,9 +230,24 @@ def fit(
     model.eval()
 
 
+def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
+    """Fresh networks, or those of an existing model folder (--init) to continue from."""
+    if options.init is None:
+        return Detector(options.arch), UNet(options.arch)
+    from engines.export import load_torch_models
+    from engines.modelcard import load_model
+
+    bundle = load_model(options.init)
+    if Architecture.from_dict(bundle.card.architecture) != options.arch:
+        raise DatasetError(f"--init {options.init}: its architecture {bundle.card.architecture} "
+                           f"differs from the one being trained {options.arch.to_dict()}")
+    logger.info("starting from the networks of %s", options.init)
+    return load_torch_models(bundle.folder, bundle.card)
+
+
 def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOptions,
-                   device: torch.device, checkpoints: Checkpoints) -> Detector:
-    model = Detector(options.arch).to(device)
+                   device: torch.device, checkpoints: Checkpoints, model: Detector) -> Detector:
+    model = model.to(device)
     multiple = pad_multiple(options.arch)
     labels = dataset.labels
     groups = shape_groups(dataset, train_idx)
@@ -248,8 +268,9 @@ def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOption
 
 
 def train_segmenter(dataset: Dataset, train_idx: np.ndarray, targets: dict[int, np.ndarray],
-                    options: TrainOptions, device: torch.device, checkpoints: Checkpoints) -> UNet:
-    model = UNet(options.arch).to(device)
+                    options: TrainOptions, device: torch.device, checkpoints: Checkpoints,
+                    model: UNet) -> UNet:
+    model = model.to(device)
     usable = np.array([i for i in train_idx if i in targets])
     labels = dataset.labels
 
@@ -357,7 +378,15 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
     train_idx, val_idx = split(dataset.labels, options.val_fraction, options.seed)
     logger.info("%s mode on %s: %d training, %d validation frames", mode, device, len(train_idx), len(val_idx))
     notes: list[str] = []
-    detector = train_detector(dataset, train_idx, options, device, checkpoints)
+    if options.init is not None:
+        notes.append(f"continued from the networks of {Path(options.init).name}")
+    detector, segmenter = initial_models(options)
+    if options.detector_from is not None:
+        # The detector learns from image labels alone in every mode, so sharing one is fair.
+        detector = initial_models(replace(options, init=options.detector_from))[0].to(device)
+        notes.append(f"detector taken as is from {Path(options.detector_from).name}")
+    else:
+        detector = train_detector(dataset, train_idx, options, device, checkpoints, detector)
     if mode == "weak":
         targets = weak_targets(dataset, detector, train_idx, val_idx, options, device, notes)
     else:
@@ -365,7 +394,7 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
             int(i): (s.mask > 0 if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool))
             for i, s in enumerate(dataset.samples)
         }
-    segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints)
+    segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
     detect_t, segment_t, results = validate(dataset, (detector, segmenter), val_idx, options, device)
     return TrainedModels(detector, segmenter, detect_t, segment_t, mode, results, notes)
 
@@ -390,6 +419,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=1, help="input channels per frame")
     parser.add_argument("--name", default=DEFAULTS.name, help="model name in its card")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/")
+    parser.add_argument("--init", type=Path,
+                        help="start from this model folder's networks (e.g. fine-tune the default model)")
+    parser.add_argument("--detector-from", type=Path,
+                        help="use this model folder's detector as is and train only the segmenter")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
 
 
@@ -404,6 +437,7 @@ def main(args: argparse.Namespace) -> int:
         mode=args.mode, detector_steps=args.detector_steps, segmenter_steps=args.segmenter_steps,
         batch_size=args.batch_size, crop=args.crop, learning_rate=args.learning_rate,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, name=args.name,
+        init=args.init, detector_from=args.detector_from,
         arch=replace(Architecture(), in_channels=args.channels),
     )
     checkpoints = Checkpoints(out.with_name(out.name + ".checkpoints"))

@@ -1,0 +1,40 @@
+"""The shipped default model: it loads, it is small, and it finds an obvious artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engines.backends.onnxruntime import OnnxRuntimeEngine
+from engines.modelcard import DEFAULT_MODEL_DIR, load_model
+from engines.postprocess import PostprocessOptions, postprocess
+from engines.synth import SynthOptions, frame_for
+
+
+def test_default_model_is_complete_and_small():
+    bundle = load_model("default")
+    assert bundle.folder == DEFAULT_MODEL_DIR
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    assert size < 12_000_000, f"the shipped model folder is {size / 1e6:.1f} MB"
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+    assert bundle.card.evaluation, "the card carries its validation figures"
+
+
+def test_default_model_finds_an_obvious_artifact():
+    bundle = load_model("default")
+    engine = OnnxRuntimeEngine(bundle, threads=1)
+    clean = [frame_for(123, i, SynthOptions(height=512, width=512, artifact_probability=0.0))
+             for i in range(6)]
+    frame = clean[0].image.astype(np.float64)
+    yy, xx = np.mgrid[:512, :512]
+    speck = (yy - 300) ** 2 + (xx - 200) ** 2 <= 18**2  # a dark 1000 px particle of debris
+    frame[speck] *= 0.35
+    dirty = frame.astype(np.uint16)
+    scores = engine.detect(np.stack([dirty] + [c.image for c in clean[1:]]))
+    threshold = bundle.card.detect_threshold
+    assert scores[0] >= threshold, f"obvious artifact scored {scores[0]:.3f} < {threshold}"
+    assert np.mean(scores[1:] < threshold) >= 0.8, f"clean frames scored {scores[1:]}"
+    found = postprocess(engine.segment(dirty[None])[0], dirty,
+                        PostprocessOptions(threshold=bundle.card.segment_threshold,
+                                           min_area_px=bundle.card.min_area_px))
+    overlap = (found.labels > 0) & speck
+    assert overlap.sum() / (speck | (found.labels > 0)).sum() > 0.5
