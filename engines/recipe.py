@@ -30,7 +30,8 @@ TRAIN_SETS = (("u16", 101, "uint16", 700), ("u8", 102, "uint8", 150))
 HELD_OUT = ("heldout", 9001, "uint16", 200)
 STAGES = (
     ["--detector-steps", "800", "--segmenter-steps", "1000", "--crop", "256", "--seed", "1"],
-    ["--detector-steps", "600", "--segmenter-steps", "3000", "--crop", "320", "--seed", "2"],
+    ["--detector-steps", "600", "--segmenter-steps", "3000", "--crop", "320", "--focus", "0.2",
+     "--seed", "2"],
 )
 COMMON_ARGS = ["--batch-size", "8", "--name", "artifactd-default"]
 

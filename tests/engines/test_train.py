@@ -129,3 +129,15 @@ def test_bad_training_input_is_refused_clearly(tiny_dataset, tmp_path, caplog, b
     assert main(train_args(data, out, mode="supervised")) == 2
     assert message in caplog.text
     assert not out.exists(), "no half-written model may be left behind"
+
+
+def test_weak_mode_can_take_a_detector_and_continue_a_model(tiny_dataset, tiny_models, tmp_path):
+    out = tmp_path / "continued"
+    extra = ("--detector-from", str(tiny_models["supervised"]), "--init", str(tiny_models["weak"]))
+    assert main(train_args(tiny_dataset, out, mode="weak", extra=extra)) == 0
+    shared = torch.load(tiny_models["supervised"] / "detector.pt", weights_only=True)
+    taken = torch.load(out / "detector.pt", weights_only=True)
+    assert all(torch.equal(shared[k], taken[k]) for k in shared)
+    notes = load_model(out).card.notes
+    assert any("detector taken as is" in n for n in notes)
+    assert any("continued from" in n for n in notes)
