@@ -3,11 +3,15 @@
 Each step is an `artifactd` command (written into the model card verbatim), skipped when its
 output already exists, so an interrupted recipe continues where it stopped:
 
-1. synthetic training data (seeds 101, 102: uint16 and uint8, 512 x 512 frames);
+1. synthetic training data (seeds 101, 102: uint16 and uint8, 512 x 512 frames; seed 103:
+   uint16 frames of the deployment size, 1080 x 1080, added for the last stage);
 2. training in both modes on the same frames: supervised (pixel masks) and weak (labels only),
    in two stages: a first run, then a longer one continuing from it (--init) with larger crops.
    The detector learns from image labels alone in either mode, so the weak runs take the
-   supervised run's detector (--detector-from) instead of training the same thing twice;
+   supervised run's detector (--detector-from) instead of training the same thing twice.
+   A third, supervised-only stage adds the 1080 x 1080 frames: trained and validated on 512 x
+   512 frames alone, the models were over-confident on whole 1080 x 1080 fields (fewer artifact
+   pixels per field), and validation chose thresholds for the wrong regime;
 3. a held-out set made with a seed never used in training (9001, 1080 x 1080, as deployed);
 4. evaluation of both models and the thresholding baselines on it;
 5. the model with the better pixel IoU is copied to engines/weights/default/ with a card
@@ -26,12 +30,19 @@ from pathlib import Path
 
 from engines.modelcard import DEFAULT_MODEL_DIR
 
-TRAIN_SETS = (("u16", 101, "uint16", 700), ("u8", 102, "uint8", 150))
+TRAIN_SETS = (("u16", 101, "uint16", 700, 512), ("u8", 102, "uint8", 150, 512))
+DEPLOYMENT_SIZE_SET = ("u16-1080", 103, "uint16", 240, 1080)
 HELD_OUT = ("heldout", 9001, "uint16", 200)
+# (modes, training set, arguments) per stage; each stage continues from the one before.
 STAGES = (
-    ["--detector-steps", "800", "--segmenter-steps", "1000", "--crop", "256", "--seed", "1"],
-    ["--detector-steps", "600", "--segmenter-steps", "3000", "--crop", "320", "--focus", "0.2",
-     "--seed", "2"],
+    (("supervised", "weak"), "train",
+     ["--detector-steps", "800", "--segmenter-steps", "1000", "--crop", "256", "--seed", "1"]),
+    (("supervised", "weak"), "train",
+     ["--detector-steps", "600", "--segmenter-steps", "3000", "--crop", "320", "--focus", "0.2",
+      "--seed", "2"]),
+    (("supervised",), "train-mixed",
+     ["--detector-steps", "400", "--segmenter-steps", "1500", "--crop", "320", "--focus", "0.2",
+      "--seed", "3"]),
 )
 COMMON_ARGS = ["--batch-size", "8", "--name", "artifactd-default"]
 
@@ -54,34 +65,37 @@ def synth(work: Path, name: str, seed: int, dtype: str, count: int, size: int, l
     return out
 
 
-def merged_training_set(work: Path, log: list[str]) -> Path:
-    """Both training sets under one frames/ and masks/ folder (symlinks) and one labels.csv."""
-    train = work / "train"
+def training_set(work: Path, name: str, parts: tuple, log: list[str]) -> Path:
+    """Several synthetic sets under one frames/ and masks/ folder (symlinks), one labels.csv."""
+    merged = work / name
     rows = ["source,label"]
-    for name, seed, dtype, count in TRAIN_SETS:
-        part = synth(work, f"t-{name}", seed, dtype, count, 512, log)
+    for part_name, seed, dtype, count, size in parts:
+        part = synth(work, f"t-{part_name}", seed, dtype, count, size, log)
         for kind in ("frames", "masks"):
-            link = train / kind / name
+            link = merged / kind / part_name
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
                 link.symlink_to((part / kind).resolve())
         for line in (part / "labels.csv").read_text().splitlines()[1:]:
-            rows.append(f"{name}/{line}")
-    (train / "labels.csv").write_text("\n".join(rows) + "\n")
-    return train
+            rows.append(f"{part_name}/{line}")
+    (merged / "labels.csv").write_text("\n".join(rows) + "\n")
+    return merged
+
+
+def model_path(work: Path, mode: str, stage: int) -> Path:
+    return work / (f"model-{mode}" if stage == 0 else f"model-{mode}-{stage + 1}")
 
 
 def train(work: Path, data: Path, mode: str, stage: int, log: list[str]) -> Path:
-    suffix = "" if stage == 0 else f"-{stage + 1}"
-    out = work / f"model-{mode}{suffix}"
+    out = model_path(work, mode, stage)
     args = ["train", "--frames", str(data / "frames"), "--labels", str(data / "labels.csv"),
-            "--out", str(out), "--mode", mode, *STAGES[stage], *COMMON_ARGS]
+            "--out", str(out), "--mode", mode, *STAGES[stage][2], *COMMON_ARGS]
     if mode == "supervised":
         args += ["--masks", str(data / "masks")]
     else:
-        args += ["--detector-from", str(work / f"model-supervised{suffix}")]
+        args += ["--detector-from", str(model_path(work, "supervised", stage))]
     if stage > 0:
-        args += ["--init", str(work / f"model-{mode}{'' if stage == 1 else f'-{stage}'}")]
+        args += ["--init", str(model_path(work, mode, stage - 1))]
     needed = not (out / "model.json").is_file()
     if needed and (out.parent / (out.name + ".checkpoints")).exists():
         args.append("--resume")
@@ -119,7 +133,14 @@ def model_card(chosen: str, models: dict[str, Path], reports: dict[str, dict], l
         "Synthetic brightfield fields from `artifactd synth` (cells with halos, uneven "
         "illumination, Poisson-like and read noise; dust, debris, fibres, bubbles, clumps, "
         "precipitates, out-of-focus dirt, scratches): 700 uint16 + 150 uint8 frames of 512 x 512, "
-        "half with artifacts, pixel sizes 0.3-1.0 um. 20% held back for validation (thresholds).",
+        "half with artifacts, pixel sizes 0.3-1.0 um; the supervised model's last stage adds 240 "
+        "uint16 frames of 1080 x 1080 (the deployment size). 20% of each training run's frames "
+        "are held back for validation, which chooses the detector and pixel thresholds.",
+        "",
+        "Training ran in stages (commands below): each continues from the previous stage's "
+        "networks (`--init`). The detector learns from image-level labels alone in both modes, "
+        "so the weak model uses the supervised run's detector (`--detector-from`); its U-Net "
+        "never saw a pixel mask (pseudo-masks from ScoreCAM, default rule, no validation masks).",
         "",
         "## Evaluation (held-out: seed 9001, never used in training; 200 frames of 1080 x 1080 uint16)",
         "",
@@ -128,7 +149,20 @@ def model_card(chosen: str, models: dict[str, Path], reports: dict[str, dict], l
 
     for mode, report in reports.items():
         lines += [f"### {mode} model", "", markdown_table(report["results"])]
-    lines += ["## How it was made", "", "```", *log, "```", ""]
+    lines += [
+        "## Against the targets",
+        "",
+        "Targets: image-level F1 >= 0.95; pixel IoU >= 0.75 for the shipped model; weak mode "
+        ">= 0.55; a wide margin over both thresholding baselines. The tables above are the "
+        "honest result on the held-out set; where a figure is below its target, it is below it.",
+        "",
+        "## How it was made",
+        "",
+        "```",
+        *log,
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -137,13 +171,14 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("runs"))
     args = parser.parse_args()
     log: list[str] = []
-    data = merged_training_set(args.work, log)
+    sets = {"train": training_set(args.work, "train", TRAIN_SETS, log),
+            "train-mixed": training_set(args.work, "train-mixed", (*TRAIN_SETS, DEPLOYMENT_SIZE_SET), log)}
     heldout = synth(args.work, HELD_OUT[0], HELD_OUT[1], HELD_OUT[2], HELD_OUT[3], 1080, log)
     reports = {}
     models = {}
-    for stage in range(len(STAGES)):
-        for mode in ("supervised", "weak"):  # weak takes the supervised run's detector
-            models[mode] = train(args.work, data, mode, stage, log)
+    for stage, (modes, data, _) in enumerate(STAGES):
+        for mode in modes:  # supervised first: weak takes its detector
+            models[mode] = train(args.work, sets[data], mode, stage, log)
     reports = {mode: evaluate(args.work, model, heldout, log) for mode, model in models.items()}
     chosen = max(reports, key=lambda m: reports[m]["results"][0].get("pixel", {}).get("iou", 0.0))
     if DEFAULT_MODEL_DIR.exists():
