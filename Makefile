@@ -12,7 +12,6 @@ venv: $(STAMP)
 # the `train` extra from pulling several GB of CUDA wheels.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[train,test]'
 	touch $(STAMP)
