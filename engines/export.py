@@ -109,6 +109,7 @@ def write_model_folder(out: Path, trained: TrainedModels, options: TrainOptions,
             export_onnx(model, staging / FILES[part], OUTPUT_NAMES[part], options.arch, metadata)
             torch.save(model.cpu().state_dict(), staging / FILES[f"{part}_torch"])
         (staging / "model.json").write_text(card.to_json() + "\n")
+        staging.chmod(0o755)  # mkdtemp makes it private; a service user must read the model
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 3 MiB tmpfs: needs root (or CAP_SYS_ADMIN) to mount."""
+    """A 32 MiB tmpfs: needs root (or CAP_SYS_ADMIN) to mount."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mount_point)],
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M", "tmpfs", str(mount_point)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {result.stderr.strip()}")
