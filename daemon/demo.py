@@ -74,6 +74,20 @@ def well_summary(store: Path) -> dict[str, dict[str, float]]:
     return wells
 
 
+def agreement(store: Path, truth_csv: Path) -> str:
+    """How the flags compare with what the simulator actually drew."""
+    import csv
+
+    reader = ResultsStore(store, read_only=True)
+    table = reader.frame_table()
+    reader.close()
+    flagged = {str(s) for s, f in zip(table["source"], table["flagged"], strict=True) if f}
+    with truth_csv.open(newline="") as handle:
+        dirty = {row["source"] for row in csv.DictReader(handle) if row["label"] == "artifact"}
+    return (f"the simulator drew artifacts in {len(dirty)} fields: {len(dirty & flagged)} of them "
+            f"flagged, {len(dirty - flagged)} missed; {len(flagged - dirty)} clean fields flagged")
+
+
 def print_plate(wells: dict[str, dict[str, float]]) -> None:
     print("\nflagged fields per well (. = none flagged):")
     print("     " + " ".join(f"{c:>3d}" for c in range(1, 13)))
@@ -156,6 +170,7 @@ def main() -> int:
         return 1
     wells = well_summary(args.out / "results.zarr")
     print_plate(wells)
+    print("\n" + agreement(args.out / "results.zarr", args.out / "truth.csv"))
     heat_map(wells, args.out / "plate.png")
     print(f"\n{expected} fields in {elapsed:.0f} s ({expected / elapsed:.1f} frames/s, acquisition "
           "and analysis sharing this machine)")
