@@ -148,12 +148,39 @@ def through_pipeline(engine, bundle, config: Config, root: Path, work: Path, nam
     return rate, latencies
 
 
+def paced(engine, bundle, config: Config, files: list[Path], work: Path, rate: float) -> dict:
+    """Frames arriving at `rate` per second (as an instrument writes them): real latency."""
+    root = work / f"paced-{rate:g}"
+    root.mkdir()
+    stop = threading.Event()
+
+    def instrument() -> None:
+        started = time.monotonic()
+        for i, path in enumerate(files):
+            if stop.wait(max(0.0, started + i / rate - time.monotonic())):
+                return
+            tmp = root / f".{path.name}.part"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, root / path.name)  # renamed into place when complete
+
+    writer = threading.Thread(target=instrument)
+    writer.start()
+    try:
+        fps, latencies = through_pipeline(engine, bundle, config, root, work, f"paced{rate:g}", len(files))
+    finally:
+        stop.set()
+        writer.join()
+    return {"offered_fps": rate, "fps": fps, "latency_s": percentiles(latencies)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--size", type=int, default=1080)
     parser.add_argument("--rss-frames", type=int, default=2000)
     parser.add_argument("--max-batch", type=int, default=Config().pipeline.max_batch)
+    parser.add_argument("--rates", type=lambda t: [float(r) for r in t.split(",")], default=[5.0, 10.0],
+                        help="offered frames/s for the paced (latency) runs")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench-frames"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline.json"))
     args = parser.parse_args()
@@ -173,12 +200,14 @@ def main() -> int:
         bare = bare_engine(engine, files, args.max_batch, bundle.card.detect_threshold)
         e2e, latencies = through_pipeline(engine, bundle, config, root, work, "pipeline", len(files))
         naive = naive_loop(engine, bundle, config, root, files, work)
+        steady = [paced(engine, bundle, config, files, work, rate) for rate in args.rates]
         results = {
             "frames": len(files), "size": args.size, "max_batch": args.max_batch,
             "cpu_count": os.cpu_count(), "model": bundle.model_id,
             "bare_engine_fps": bare, "artifactd_fps": e2e, "naive_fps": naive,
             "pipeline_efficiency": e2e / bare, "speedup_vs_naive": e2e / naive,
-            "latency_s": percentiles(latencies),
+            "backlog_latency_s": percentiles(latencies),
+            "paced": steady,
         }
         print(json.dumps(results, indent=2), flush=True)
         if args.rss_frames:

@@ -22,6 +22,9 @@ class OnnxRuntimeEngine:
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle inference threads must sleep, not spin: in the service they share the cores with
+        # the decode and post-processing threads (bench/RESULTS.md measures the difference).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if use_cuda and "CUDAExecutionProvider" in available:
