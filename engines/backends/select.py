@@ -11,6 +11,9 @@ pycuda, and ONNX Runtime never needs torch.
 
 from __future__ import annotations
 
+import glob
+import sys
+
 import importlib
 import importlib.util
 import logging
@@ -75,7 +78,15 @@ def _torch_status() -> str:
     return f"{why}; install the train extra: pip install 'artifactd[train]'" if why else "ok"
 
 
+def _no_nvidia_device() -> bool:
+    """On Linux a GPU shows as /dev/nvidia<N>; without one, say so without importing torch
+    (seconds of start-up and hundreds of MB for a service that runs ONNX Runtime)."""
+    return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*")
+
+
 def _torch_cuda_status() -> str:
+    if _no_nvidia_device():
+        return "no NVIDIA GPU device (/dev/nvidia*)"
     status = _torch_status()
     if status != "ok":
         return status
