@@ -507,6 +507,10 @@ class ResultsStore:
         try:
             path.mkdir(parents=True, exist_ok=True)
             self._take_lock()
+            # Temporary files of an append cut short by a crash; only a writer makes them, and
+            # this one holds the lock, so none of them is in use.
+            for leftover in path.rglob(".*.partial"):
+                leftover.unlink()
         except OSError as exc:
             raise StoreError(f"results store {path}: cannot create it ({_why(exc)})") from exc
         self._store = _DurableLocalStore(path, fsync=fsync)

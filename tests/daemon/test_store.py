@@ -506,3 +506,14 @@ def test_append_speed_four_1080_frames(path: Path) -> None:
     # The target is 40 ms on an idle machine; this bound only catches gross regressions on a
     # busy CI runner.
     assert median < 400
+
+
+def test_temporary_files_left_by_a_crash_are_removed_on_open(path: Path) -> None:
+    with ResultsStore(path) as store:
+        store.append([make_result(0)])
+    stray = path / "frames" / "score" / ".c.0.3f2a.partial"  # an append cut short by kill -9
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"half a chunk")
+    with ResultsStore(path) as store:
+        assert not stray.exists()
+        assert len(store) == 1
