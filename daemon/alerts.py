@@ -20,6 +20,7 @@ fields (one analysed channel per field, as the folder source delivers them).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import statistics
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 PLATE_FRACTION = "plate_fraction"
 WELL_FIELDS = "well_fields"
 AREA_SURGE = "area_surge"
+RULES = (PLATE_FRACTION, WELL_FIELDS, AREA_SURGE)
 SURGE_RESOLVE_FIELDS = 5
 # On a clean plate the median area is 0, and without a floor any speck of dust would be a
 # "surge"; with it and the default factor 3, a surge needs at least 0.6 % of the field.
@@ -191,6 +193,11 @@ class ContaminationMonitor:
                 )
                 alerts.append(self._resolve(name, plate, rule, well, message))
             del self._plates[name]
+            # Drop the ended plate's series, or a service running for months of screens would
+            # export one per plate and rule forever.
+            for rule in RULES:
+                with contextlib.suppress(KeyError):
+                    self._gauge.remove(name, rule)
         return alerts
 
     def _fire(
