@@ -17,10 +17,8 @@ reads the rows committed when it starts.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterable
@@ -31,6 +29,7 @@ import tifffile
 from tqdm import tqdm
 
 from daemon.store import ResultsStore, StoreError, open_store_readonly
+from engines.files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +164,7 @@ def export_masks(store: ResultsStore, folder: Path, *, progress: bool | None = N
             raise ExportError(f"{path}: resolves outside {root}; refusing to write there")
         path.parent.mkdir(parents=True, exist_ok=True)
         labels = mask_for_tiff(store.mask(row))
-        _replace_atomically(
+        replace_atomically(
             path, lambda tmp, labels=labels: tifffile.imwrite(
                 tmp, labels, compression="zlib", photometric="minisblack"
             )
@@ -199,7 +198,7 @@ def _write_csv(path: Path, columns: Iterable[str], table: dict[str, np.ndarray])
             writer.writerow(columns)
             writer.writerows(zip(*texts, strict=True))
 
-    _replace_atomically(path, write)
+    replace_atomically(path, write)
     return n
 
 
@@ -217,12 +216,3 @@ def _as_text(values: np.ndarray) -> list[str]:
     return ["" if v is None else str(v) for v in values]
 
 
-def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

@@ -28,6 +28,7 @@ import numpy as np
 import tifffile
 
 from daemon.metadata import well_name
+from engines.files import replace_atomically
 from engines.synth import SynthFrame, SynthOptions, frame_for
 
 logger = logging.getLogger(__name__)
@@ -206,15 +207,14 @@ def _write_like_an_instrument(
 def _write_truth(path: Path, rows: list[tuple[object, ...]]) -> None:
     """Through a dot-named temporary file (ignored by the folder source) and os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(TRUTH_COLUMNS)
             writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    replace_atomically(path, write)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

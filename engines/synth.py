@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from scipy import ndimage as ndi
+
+from engines.files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -725,23 +726,13 @@ def frame_for(seed: int, index: int, options: SynthOptions = SynthOptions()) -> 
 # Datasets
 
 
-def _replace_into(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary name and os.replace, so no reader sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _write_tiff(path: Path, array: np.ndarray, pixel_size_um: float) -> None:
     resolution = (1 / pixel_size_um, 1 / pixel_size_um)
-    _replace_into(
+    replace_atomically(
         path,
         lambda tmp: tifffile.imwrite(
             tmp, array, resolution=resolution, resolutionunit="MICROMETER", metadata=None
