@@ -6,6 +6,8 @@ Tests build `Metrics(CollectorRegistry())` and read values back with `get_sample
 from __future__ import annotations
 
 import logging
+import threading
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -72,8 +74,8 @@ class Metrics:
         )
         self.output_ok.set(1)
 
-    def serve(self, host: str, port: int) -> object:
-        """Start the /metrics HTTP listener; returns the server so it can be shut down."""
+    def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+        """Start the /metrics HTTP listener; returns the server and its thread, to shut down."""
         if host in ("0.0.0.0", "::", ""):
             logger.warning("metrics listener bound to all interfaces (%s:%d) as configured", host, port)
         server, thread = start_http_server(port, addr=host, registry=self.registry)

@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 
 from daemon.config import PipelineConfig
 from daemon.decode import DecodeOptions, FrameError, read_frame
-from daemon.frames import Frame, FrameFailure, FrameResult, ReadyFile
+from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from engines.backends.base import Engine
 from engines.postprocess import PostprocessOptions, postprocess
@@ -39,18 +40,24 @@ RETRYABLE_REASONS = frozenset({"changed"})
 Sink = Callable[[Sequence[FrameResult], Sequence[float]], None]
 
 
-class ResultsWriter:
+class ResultsWriter(Protocol):
     """What the writer needs from the results store (the real one: daemon.store.ResultsStore)."""
 
     def append(self, results: Sequence[FrameResult]) -> list[str]: ...
     def record_failures(self, failures: Sequence[FrameFailure]) -> None: ...
 
 
+class DoneJournal(Protocol):
+    """What the writer needs from the journal (the real one: daemon.journal.Journal)."""
+
+    def commit(self, keys: Sequence[FrameKey], outcome: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineParts:
     engine: Engine
     store: ResultsWriter
-    journal: object | None  # daemon.journal.Journal; None when only streamed frames arrive
+    journal: DoneJournal | None  # None when only streamed frames arrive
     metrics: Metrics
     decode: DecodeOptions
     postprocess: PostprocessOptions

@@ -187,7 +187,8 @@ class Service:
         if self.config.input.folder:
             from daemon.sources.fs import FolderSource
 
-            folder = FolderSource(self.config.input, self._submit_file, is_done=self.journal.is_done)
+            folder = FolderSource(self.config.input, self.pipeline.submit_file,
+                                  is_done=self.journal.is_done)
             folder.start()
             self.sources.append(folder)
         if self.config.zmq.enabled and not self.once:
@@ -196,9 +197,6 @@ class Service:
             stream = ZmqSource(self.config.zmq, self.pipeline.submit_frame, self.metrics)
             stream.start()
             self.sources.append(stream)
-
-    def _submit_file(self, ready) -> None:
-        self.pipeline.submit_file(ready)
 
     def _wait(self) -> None:
         interval = self.notifier.watchdog_interval() or 1.0
