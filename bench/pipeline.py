@@ -5,11 +5,13 @@
 All three run in this one process, one after the other, on the same files, so their ratio is
 fair on a shared, noisy machine:
 
-- bare engine: frames already in memory, batches of max_batch through detect + segment
-  (flagged frames only, as the service does) — the ceiling the pipeline can approach;
-- artifactd: the real pipeline (folder source -> decode pool -> batcher -> engine ->
+- bare engine: the service's engines (one per core, side by side) with frames already in
+  memory, batches of max_batch through detect + segment (flagged frames only, as the service
+  does) — the ceiling the pipeline can approach;
+- artifactd: the real pipeline (folder source -> decode pool -> batcher -> engine pool ->
   post-processing pool -> store + journal) from files on disk to durable results;
-- naive loop: read -> infer -> post-process -> write -> commit, one frame at a time.
+- naive loop: read -> infer -> post-process -> write -> commit, one frame at a time, with one
+  engine on all cores (what a straightforward script does).
 
 Then the pipeline runs over --rss-frames files (hard links of the same frames, so disk use stays
 small) while resident memory is sampled, to show it stays flat.
@@ -41,7 +43,7 @@ from daemon.pipeline import Pipeline, PipelineParts
 from daemon.service import postprocess_options
 from daemon.sources.fs import FolderSource
 from daemon.store import ResultsStore
-from engines.backends.select import create_engine
+from engines.backends.select import create_engine, create_engines
 from engines.modelcard import load_model
 from engines.postprocess import postprocess
 from engines.synth import SynthOptions, frame_for
@@ -73,14 +75,29 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
 
 
-def bare_engine(engine, paths: list[Path], max_batch: int, threshold: float) -> float:
+def bare_engine(engines, paths: list[Path], max_batch: int, threshold: float) -> float:
+    """The service's engines with nothing around them: frames in memory, batches of max_batch
+    shared among the engines side by side, detect, then segment the flagged frames."""
     frames = [tifffile.imread(p) for p in paths]
+    batches = [np.stack(frames[i : i + max_batch]) for i in range(0, len(frames), max_batch)]
+    lock = threading.Lock()
+
+    def work(engine) -> None:
+        while True:
+            with lock:
+                if not batches:
+                    return
+                batch = batches.pop()
+            flagged = engine.detect(batch) >= threshold
+            if flagged.any():
+                engine.segment(batch[flagged])
+
+    threads = [threading.Thread(target=work, args=(engine,)) for engine in engines]
     started = time.perf_counter()
-    for i in range(0, len(frames), max_batch):
-        batch = np.stack(frames[i : i + max_batch])
-        flagged = engine.detect(batch) >= threshold
-        if flagged.any():
-            engine.segment(batch[flagged])
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return len(frames) / (time.perf_counter() - started)
 
 
@@ -113,7 +130,7 @@ def naive_loop(engine, bundle, config: Config, root: Path, paths: list[Path], wo
     return rate
 
 
-def through_pipeline(engine, bundle, config: Config, root: Path, work: Path, name: str,
+def through_pipeline(engines, bundle, config: Config, root: Path, work: Path, name: str,
                      expected: int, on_progress=None) -> tuple[float, list[float]]:
     latencies: list[float] = []
     done = threading.Event()
@@ -128,7 +145,7 @@ def through_pipeline(engine, bundle, config: Config, root: Path, work: Path, nam
     store = ResultsStore(work / f"{name}.zarr")
     journal = Journal(work / f"{name}.sqlite")
     pipeline = Pipeline(PipelineParts(
-        engine=engine, store=store, journal=journal, metrics=Metrics(),
+        engines=engines, store=store, journal=journal, metrics=Metrics(),
         decode=DecodeOptions.from_config(config.input, config.metadata),
         postprocess=postprocess_options(config, bundle),
         detect_threshold=bundle.card.detect_threshold, sinks=(record,),
@@ -148,7 +165,7 @@ def through_pipeline(engine, bundle, config: Config, root: Path, work: Path, nam
     return rate, latencies
 
 
-def paced(engine, bundle, config: Config, files: list[Path], work: Path, rate: float) -> dict:
+def paced(engines, bundle, config: Config, files: list[Path], work: Path, rate: float) -> dict:
     """Frames arriving at `rate` per second (as an instrument writes them): real latency."""
     root = work / f"paced-{rate:g}"
     root.mkdir()
@@ -166,7 +183,7 @@ def paced(engine, bundle, config: Config, files: list[Path], work: Path, rate: f
     writer = threading.Thread(target=instrument)
     writer.start()
     try:
-        fps, latencies = through_pipeline(engine, bundle, config, root, work, f"paced{rate:g}", len(files))
+        fps, latencies = through_pipeline(engines, bundle, config, root, work, f"paced{rate:g}", len(files))
     finally:
         stop.set()
         writer.join()
@@ -179,6 +196,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1080)
     parser.add_argument("--rss-frames", type=int, default=2000)
     parser.add_argument("--max-batch", type=int, default=Config().pipeline.max_batch)
+    parser.add_argument("--engine-workers", type=int, default=Config().pipeline.engine_workers,
+                        help="engines side by side in the service (0: one per core)")
     parser.add_argument("--rates", type=lambda t: [float(r) for r in t.split(",")], default=[5.0, 10.0],
                         help="offered frames/s for the paced (latency) runs")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench-frames"))
@@ -186,9 +205,14 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = Config()
-    config = config.with_section("pipeline", max_batch=args.max_batch)
+    config = config.with_section("pipeline", max_batch=args.max_batch,
+                                 engine_workers=args.engine_workers)
     bundle = load_model("default")
-    engine = create_engine(bundle, backend="onnxruntime")
+    # The service's engines (one single-threaded engine per core), and the one engine on all
+    # cores a naive loop would open.
+    engines = create_engines(bundle, backend="onnxruntime",
+                             workers=config.pipeline.engine_workers, threads=config.model.threads)
+    naive_engine = create_engine(bundle, backend="onnxruntime")
     source_dir = args.cache / f"{args.size}"
     paths = make_frames(source_dir, args.frames, args.size)
     work = Path(tempfile.mkdtemp(prefix="artifactd-bench-"))
@@ -196,13 +220,15 @@ def main() -> int:
         root = work / "in"
         shutil.copytree(source_dir, root)
         files = sorted(root.iterdir())
-        engine.detect(np.stack([tifffile.imread(files[0])]))  # warm-up
-        bare = bare_engine(engine, files, args.max_batch, bundle.card.detect_threshold)
-        e2e, latencies = through_pipeline(engine, bundle, config, root, work, "pipeline", len(files))
-        naive = naive_loop(engine, bundle, config, root, files, work)
-        steady = [paced(engine, bundle, config, files, work, rate) for rate in args.rates]
+        for engine in (*engines, naive_engine):  # warm-up
+            engine.detect(np.stack([tifffile.imread(files[0])]))
+        bare = bare_engine(engines, files, args.max_batch, bundle.card.detect_threshold)
+        e2e, latencies = through_pipeline(engines, bundle, config, root, work, "pipeline", len(files))
+        naive = naive_loop(naive_engine, bundle, config, root, files, work)
+        steady = [paced(engines, bundle, config, files, work, rate) for rate in args.rates]
         results = {
             "frames": len(files), "size": args.size, "max_batch": args.max_batch,
+            "engine_workers": len(engines),
             "cpu_count": os.cpu_count(), "model": bundle.model_id,
             "bare_engine_fps": bare, "artifactd_fps": e2e, "naive_fps": naive,
             "pipeline_efficiency": e2e / bare, "speedup_vs_naive": e2e / naive,
@@ -211,7 +237,7 @@ def main() -> int:
         }
         print(json.dumps(results, indent=2), flush=True)
         if args.rss_frames:
-            results["rss"] = rss_run(engine, bundle, config, paths, work, args.rss_frames)
+            results["rss"] = rss_run(engines, bundle, config, paths, work, args.rss_frames)
             print(json.dumps(results["rss"], indent=2), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -220,7 +246,7 @@ def main() -> int:
     return 0
 
 
-def rss_run(engine, bundle, config: Config, paths: list[Path], work: Path, count: int) -> dict:
+def rss_run(engines, bundle, config: Config, paths: list[Path], work: Path, count: int) -> dict:
     root = work / "rss"
     root.mkdir()
     for i in range(count):
@@ -231,7 +257,7 @@ def rss_run(engine, bundle, config: Config, paths: list[Path], work: Path, count
         if done % max(1, count // 10) == 0:
             samples[done] = rss_mib()
 
-    rate, _ = through_pipeline(engine, bundle, config, root, work, "rss", count, sample)
+    rate, _ = through_pipeline(engines, bundle, config, root, work, "rss", count, sample)
     return {"frames": count, "fps": rate, "rss_mib_by_frames": samples}
 
 

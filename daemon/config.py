@@ -69,7 +69,7 @@ class ModelConfig:
     path: str = "default"  # a model folder, or "default" for the shipped model
     backend: str = "auto"  # "auto" | "onnxruntime" | "torch" | "tensorrt"
     precision: str = "fp32"  # "fp32" | "fp16" | "bf16" | "int8"
-    threads: int = 0  # CPU threads for inference; 0 = all cores
+    threads: int = 0  # CPU threads per inference engine; 0 = cores / pipeline.engine_workers
     segment: str = "flagged"  # "flagged" | "all"
     engine_cache: str = ""  # folder for built TensorRT engines; default ~/.cache/artifactd
 
@@ -87,11 +87,14 @@ class PipelineConfig:
     queue_size: int = 16  # frames per stage queue; a full queue makes the stage before wait
     max_batch: int = 4
     max_wait_ms: float = 20.0
+    # Engines running batches side by side; 0 = one per core on the CPU, one on a GPU.
+    engine_workers: int = 0
 
     def check(self) -> None:
         for name in ("decode_workers", "postprocess_workers", "queue_size", "max_batch"):
             _positive(f"pipeline.{name}", getattr(self, name))
         _positive("pipeline.max_wait_ms", self.max_wait_ms, allow_zero=True)
+        _positive("pipeline.engine_workers", self.engine_workers, allow_zero=True)
 
 
 @dataclass(frozen=True, slots=True)

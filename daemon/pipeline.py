@@ -1,4 +1,4 @@
-"""The frame pipeline: decode pool -> batcher + engine -> post-processing pool -> writer.
+"""The frame pipeline: decode pool -> batcher -> engine pool -> post-processing pool -> writer.
 
 Every arrow is a bounded queue, so a slow stage makes the one before it wait; files wait on
 disk, never in an unbounded buffer. The writer is the only stage that makes results durable:
@@ -8,6 +8,10 @@ files are simply processed again, and the store skips identities it already hold
 
 Shutdown is a drain: intake stops, each stage finishes its queue and passes an end marker
 downstream, and the writer flushes last.
+
+The engine pool holds one engine per inference worker, each running whole batches: on a CPU,
+frames side by side on separate cores go faster than one frame split over all of them
+(engines.backends.select.inference_plan has the measurement).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class DoneJournal(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PipelineParts:
-    engine: Engine
+    engines: Sequence[Engine]  # one per inference worker, all of the same model
     store: ResultsWriter
     journal: DoneJournal | None  # None when only streamed frames arrive
     metrics: Metrics
@@ -80,6 +84,7 @@ class Pipeline:
         size = config.queue_size
         self.decode_q: queue.Queue = queue.Queue(size)
         self.batch_q: queue.Queue = queue.Queue(size)
+        self.infer_q: queue.Queue = queue.Queue(max(1, size // config.max_batch))  # of batches
         self.post_q: queue.Queue = queue.Queue(size)
         self.write_q: queue.Queue = queue.Queue(size)
         self._accepting = True
@@ -91,22 +96,31 @@ class Pipeline:
             threading.Thread(target=self._decode_loop, name=f"decode-{i}")
             for i in range(config.decode_workers)
         ]
-        self._batcher = threading.Thread(target=self._batch_loop, name="engine")
+        self._batcher = threading.Thread(target=self._batch_loop, name="batcher")
+        self._inferers = [
+            threading.Thread(target=self._infer_loop, args=(engine,), name=f"engine-{i}")
+            for i, engine in enumerate(parts.engines)
+        ]
         self._posters = [
             threading.Thread(target=self._post_loop, name=f"postprocess-{i}")
             for i in range(config.postprocess_workers)
         ]
         self._writer = threading.Thread(target=self._write_loop, name="writer")
         self._decoders_left = config.decode_workers
+        self._inferers_left = len(self._inferers)
         self._posters_left = config.postprocess_workers
         self._count_lock = threading.Lock()
         self.store_healthy = threading.Event()
         self.store_healthy.set()
 
+    @property
+    def _threads(self) -> tuple[threading.Thread, ...]:
+        return (*self._decoders, self._batcher, *self._inferers, *self._posters, self._writer)
+
     # ------------------------------------------------------------------ intake
 
     def start(self) -> None:
-        for thread in (*self._decoders, self._batcher, *self._posters, self._writer):
+        for thread in self._threads:
             thread.start()
 
     def submit_file(self, ready: ReadyFile) -> bool:
@@ -163,9 +177,9 @@ class Pipeline:
         for _ in self._decoders:
             self._put(self.decode_q, END)
         deadline = time.monotonic() + timeout
-        for thread in (*self._decoders, self._batcher, *self._posters, self._writer):
+        for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        finished = not any(t.is_alive() for t in (*self._decoders, self._batcher, *self._posters, self._writer))
+        finished = not any(t.is_alive() for t in self._threads)
         if not finished:
             logger.error("drain did not finish within %.0f s; stopping with %d frames not written "
                          "(they stay on disk and are processed on the next start)", timeout, self.in_flight)
@@ -176,7 +190,7 @@ class Pipeline:
         """Stop at once; whatever is not committed is processed again on the next start."""
         self._accepting = False
         self._abort.set()
-        for thread in (*self._decoders, self._batcher, *self._posters, self._writer):
+        for thread in self._threads:
             thread.join(5.0)
 
     def _put(self, target: queue.Queue, item: object) -> None:
@@ -239,13 +253,28 @@ class Pipeline:
             now = time.monotonic()
             for shape in list(pending):
                 if ending or len(pending[shape]) >= self.config.max_batch or now - first_at[shape] >= wait:
-                    self._infer(pending.pop(shape))
+                    self._put(self.infer_q, pending.pop(shape))
                     first_at.pop(shape)
-        for _ in self._posters:
-            self._put(self.post_q, END)
+        for _ in self._inferers:
+            self._put(self.infer_q, END)
 
-    def _infer(self, frames: list[Frame]) -> None:
-        engine, metrics = self.parts.engine, self.parts.metrics
+    def _infer_loop(self, engine: Engine) -> None:
+        while not self._abort.is_set():
+            batch = self._get(self.infer_q, "infer")
+            if batch is None:
+                continue
+            if batch is END:
+                break
+            self._infer(engine, batch)
+        with self._count_lock:
+            self._inferers_left -= 1
+            last = self._inferers_left == 0
+        if last:
+            for _ in self._posters:
+                self._put(self.post_q, END)
+
+    def _infer(self, engine: Engine, frames: list[Frame]) -> None:
+        metrics = self.parts.metrics
         batch = np.stack([f.pixels for f in frames])
         metrics.batch_size.observe(len(frames))
         try:

@@ -92,7 +92,7 @@ class Service:
     def __init__(self, config: Config, *, once: bool = False) -> None:
         from daemon.journal import Journal
         from daemon.store import ResultsStore, StoreError
-        from engines.backends.select import create_engine
+        from engines.backends.select import create_engines
 
         self.config = config
         self.once = once
@@ -111,18 +111,20 @@ class Service:
         self._closers.append(self.store.close)
         self.journal = Journal(config.output.journal_path())
         self._closers.append(self.journal.close)
-        engine = create_engine(
-            bundle, backend=config.model.backend, precision=config.model.precision,
-            threads=config.model.threads, max_batch=config.pipeline.max_batch,
+        engines = create_engines(
+            bundle, workers=config.pipeline.engine_workers, backend=config.model.backend,
+            precision=config.model.precision, threads=config.model.threads,
+            max_batch=config.pipeline.max_batch,
             engine_cache=Path(config.model.engine_cache) if config.model.engine_cache else None,
         )
-        self._closers.append(engine.close)
-        info = engine.info
+        self._closers.extend(engine.close for engine in engines)
+        info = engines[0].info
         self.metrics.engine_info.labels(info.backend, info.model, info.precision).set(1)
-        logger.info("engine: %s on %s, model %s, %s", info.backend, info.device, info.model, info.precision)
+        logger.info("engine: %s on %s, model %s, %s; %d side by side", info.backend, info.device,
+                    info.model, info.precision, len(engines))
         self.pipeline = Pipeline(
             PipelineParts(
-                engine=engine, store=self.store, journal=self.journal, metrics=self.metrics,
+                engines=engines, store=self.store, journal=self.journal, metrics=self.metrics,
                 decode=DecodeOptions.from_config(config.input, config.metadata,
                                                  in_channels=bundle.card.in_channels),
                 postprocess=postprocess_options(config, bundle),

@@ -12,11 +12,11 @@ pycuda, and ONNX Runtime never needs torch.
 from __future__ import annotations
 
 import glob
-import sys
-
 import importlib
 import importlib.util
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,3 +206,49 @@ def create_engine(bundle: ModelBundle, *, backend: str = "auto", precision: str 
                                 engine_cache=engine_cache, frame_shape=frame_shape)
     engine.selection_reason = choice.reason  # type: ignore[attr-defined]
     return engine
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (systemd CPUAffinity and containers included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def inference_plan(device: str, *, workers: int = 0, threads: int = 0,
+                   cores: int | None = None) -> tuple[int, int]:
+    """How many engines run side by side, and how many CPU threads each gets.
+
+    0 means automatic. On the CPU that is one single-threaded engine per core: these models
+    are small per frame, and splitting one frame's convolutions over threads buys little
+    (ONNX Runtime, 1080 x 1080 detector: 24.4 ms on one thread, 20.5 ms on two), while two
+    frames at once on two cores take the time of one. On a GPU one engine feeds the device.
+    """
+    cores = cores or usable_cores()
+    if workers <= 0:
+        workers = cores if device == "cpu" else 1
+    if threads <= 0:
+        threads = max(1, cores // workers)
+    return workers, threads
+
+
+def create_engines(bundle: ModelBundle, *, workers: int = 0, backend: str = "auto",
+                   precision: str = "fp32", threads: int = 0, max_batch: int = 8,
+                   engine_cache: Path | None = None) -> list[Engine]:
+    """`workers` engines of the same model for inference side by side (0: see inference_plan)."""
+    choice = choose_backend(backend, precision)
+    workers, threads = inference_plan(choice.device, workers=workers, threads=threads)
+    engines: list[Engine] = []
+    try:
+        for _ in range(workers):
+            engines.append(create_engine(bundle, backend=choice.backend, precision=precision,
+                                         threads=threads, max_batch=max_batch,
+                                         engine_cache=engine_cache))
+    except BaseException:
+        for engine in engines:
+            engine.close()
+        raise
+    for engine in engines:  # "auto" resolved once; report why it was picked
+        engine.selection_reason = choice.reason  # type: ignore[attr-defined]
+    return engines

@@ -28,6 +28,8 @@ from engines.backends.select import (
     available_backends,
     choose_backend,
     create_engine,
+    create_engines,
+    inference_plan,
 )
 from engines.modelcard import ModelBundle, load_model
 
@@ -624,3 +626,29 @@ def test_tensorrt_runner_logic_on_fake_cuda(tiny_model: ModelBundle, tmp_path: P
                            frame_shape=(37, 50))
     second.close()
     assert fake_gpu == ["detector", "segmenter", "segmenter"]  # cached plans reused
+
+
+# ------------------------------------------------------------------ engines side by side
+
+
+def test_inference_plan_one_single_threaded_engine_per_core_on_cpu_one_engine_on_gpu():
+    assert inference_plan("cpu", cores=2) == (2, 1)
+    assert inference_plan("cpu", cores=8) == (8, 1)
+    assert inference_plan("cuda", cores=8) == (1, 8)
+    # What the user set is kept; threads default to the cores shared among the workers.
+    assert inference_plan("cpu", workers=2, cores=8) == (2, 4)
+    assert inference_plan("cpu", workers=1, threads=3, cores=8) == (1, 3)
+    assert inference_plan("cpu", workers=4, cores=2) == (4, 1)
+
+
+def test_create_engines_opens_independent_sessions_with_the_planned_threads(tiny_model):
+    engines = create_engines(tiny_model, backend="onnxruntime", workers=2, threads=1)
+    try:
+        assert len(engines) == 2 and engines[0] is not engines[1]
+        for engine in engines:
+            assert engine._detector.get_session_options().intra_op_num_threads == 1
+        frames = np.random.default_rng(0).integers(0, 4000, (2, 64, 64), dtype=np.uint16)
+        np.testing.assert_allclose(engines[0].detect(frames), engines[1].detect(frames), rtol=1e-6)
+    finally:
+        for engine in engines:
+            engine.close()
