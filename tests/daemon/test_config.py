@@ -46,6 +46,7 @@ def test_every_config_field_appears_in_the_shipped_file():
         ({"alerts": {"webhook_url": "ftp://x"}}, "alerts.webhook_url"),
         ({"service": {"log_level": "LOUD"}}, "service.log_level"),
         ({"model": {"threads": True}}, "model.threads"),
+        ({"pipeline": {"engine_workers": -1}}, "pipeline.engine_workers"),
     ],
 )
 def test_invalid_values_name_their_key(raw, named):
