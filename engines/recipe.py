@@ -14,7 +14,10 @@ output already exists, so an interrupted recipe continues where it stopped:
    pixels per field), and validation chose thresholds for the wrong regime. A fourth stage
    trains the U-Net on 1080 x 1080 frames alone, in 512 x 512 crops, keeping the detector: in
    smaller windows faint illumination fringes and vignetting looked like out-of-focus dirt,
-   and whole fields lit up (held-out pixel IoU 0.41 -> 0.60);
+   and whole fields lit up (held-out pixel IoU 0.41 -> 0.60). The weak U-Net takes the same
+   stage, with pseudo-masks that keep whole regions of image evidence (0.37 -> 0.40); its first
+   two stages were made with the earlier rule (evidence pixels inside ScoreCAM >= 0.5), so
+   remaking them with this code gives slightly different weak models;
 3. a held-out set made with a seed never used in training (9001, 1080 x 1080, as deployed);
 4. evaluation of both models and the thresholding baselines on it;
 5. the model with the better pixel IoU is copied to engines/weights/default/ with a card
@@ -50,7 +53,7 @@ STAGES = (
       "--seed", "3", "--batch-size", "8"], False),
     # Deployment-size frames only, larger crops (more context: out-of-focus dirt and faint
     # illumination fringes look alike in a small window), a gentler learning rate.
-    (("supervised",), "train-1080",
+    (("supervised", "weak"), "train-1080",
      ["--segmenter-steps", "2500", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
       "--learning-rate", "1e-3", "--seed", "4"], True),
 )
@@ -108,8 +111,9 @@ def train(work: Path, data: Path, mode: str, stage: int, log: list[str]) -> Path
             args += ["--detector-from", str(model_path(work, "supervised", stage - 1))]
     else:
         args += ["--detector-from", str(model_path(work, "supervised", stage))]
-    if stage > 0:
-        args += ["--init", str(model_path(work, mode, stage - 1))]
+    earlier = [i for i in range(stage) if mode in STAGES[i][0]]
+    if earlier:  # continue from this mode's most recent stage
+        args += ["--init", str(model_path(work, mode, earlier[-1]))]
     needed = not (out / "model.json").is_file()
     if needed and (out.parent / (out.name + ".checkpoints")).exists():
         args.append("--resume")
@@ -155,7 +159,9 @@ def model_card(chosen: str, models: dict[str, Path], reports: dict[str, dict], l
         "Training ran in stages (commands below): each continues from the previous stage's "
         "networks (`--init`). The detector learns from image-level labels alone in both modes, "
         "so the weak model uses the supervised run's detector (`--detector-from`); its U-Net "
-        "never saw a pixel mask (pseudo-masks from ScoreCAM, default rule, no validation masks). "
+        "never saw a pixel mask (pseudo-masks from ScoreCAM, default rule, no validation masks; "
+        "the first two weak stages used the earlier default rule, evidence pixels inside "
+        "ScoreCAM >= 0.5, the last one keeps whole evidence regions that ScoreCAM >= 0.3 touches). "
         "Some runs were interrupted and continued with `--resume` from their checkpoints; the "
         "commands below are what they amount to.",
         "",

@@ -4,7 +4,8 @@ weak mode (ArtSeg's ScoreCAM-U-Net): image-level labels only. The detector learn
 artifact; its ScoreCAM maps, binarised, become pseudo-masks; the U-Net learns from those
 (clean frames contribute empty masks). The pseudo-mask rule is chosen on the validation split
 by IoU against whatever pixel masks the user gave for a few frames; without any, the
-documented default rule (ScoreCAM >= 0.5 intersected with local image evidence) is used.
+documented default rule (whole regions of local image evidence that ScoreCAM >= 0.3 touches)
+is used.
 
 supervised mode: pixel masks for every artifact frame; the U-Net learns from them directly.
 
