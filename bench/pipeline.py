@@ -77,8 +77,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def bare_engine(engines, paths: list[Path], max_batch: int, threshold: float) -> float:
-    """The service's engines with nothing around them: frames in memory, batches of max_batch
-    shared among the engines side by side, detect, then segment the flagged frames."""
+    """Engines with nothing around them: frames in memory, batches of max_batch shared among
+    the engines side by side (one engine: a plain loop), detect, then segment the flagged."""
     decoded: dict[int, np.ndarray] = {}  # hard links of one file are decoded once
     frames = []
     for path in paths:

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -106,9 +106,9 @@ class Pipeline:
             for i in range(config.postprocess_workers)
         ]
         self._writer = threading.Thread(target=self._write_loop, name="writer")
-        self._decoders_left = config.decode_workers
-        self._inferers_left = len(self._inferers)
-        self._posters_left = config.postprocess_workers
+        # Workers of each pool still running: the last one out passes the end marker on.
+        self._left = {"decode": len(self._decoders), "infer": len(self._inferers),
+                      "postprocess": len(self._posters)}
         self._count_lock = threading.Lock()
         self.store_healthy = threading.Event()
         self.store_healthy.set()
@@ -210,15 +210,29 @@ class Pipeline:
         self.parts.metrics.queue_depth.labels(stage=stage).set(source.qsize())
         return item
 
-    # ------------------------------------------------------------------ stages
-
-    def _decode_loop(self) -> None:
+    def _until_end(self, source: queue.Queue, stage: str) -> Iterator:
+        """The items of a stage's queue, up to its end marker (or an abort)."""
         while not self._abort.is_set():
-            item = self._get(self.decode_q, "decode")
+            item = self._get(source, stage)
             if item is None:
                 continue
             if item is END:
-                break
+                return
+            yield item
+
+    def _pass_end(self, stage: str, target: queue.Queue, markers: int) -> None:
+        """A worker of `stage` is done; the last one puts `markers` end markers on `target`."""
+        with self._count_lock:
+            self._left[stage] -= 1
+            last = self._left[stage] == 0
+        if last:
+            for _ in range(markers):
+                self._put(target, END)
+
+    # ------------------------------------------------------------------ stages
+
+    def _decode_loop(self) -> None:
+        for item in self._until_end(self.decode_q, "decode"):
             try:
                 frame = read_frame(item, self.parts.decode)
             except FrameError as exc:
@@ -229,11 +243,7 @@ class Pipeline:
                 self._put(self.write_q, FrameFailure(item.key.source, "decode", f"{item.path}: {exc}", item.key))
                 continue
             self._put(self.batch_q, frame)
-        with self._count_lock:
-            self._decoders_left -= 1
-            last = self._decoders_left == 0
-        if last:
-            self._put(self.batch_q, END)
+        self._pass_end("decode", self.batch_q, 1)
 
     def _batch_loop(self) -> None:
         pending: dict[tuple[int, ...], list[Frame]] = {}
@@ -259,19 +269,9 @@ class Pipeline:
             self._put(self.infer_q, END)
 
     def _infer_loop(self, engine: Engine) -> None:
-        while not self._abort.is_set():
-            batch = self._get(self.infer_q, "infer")
-            if batch is None:
-                continue
-            if batch is END:
-                break
+        for batch in self._until_end(self.infer_q, "infer"):
             self._infer(engine, batch)
-        with self._count_lock:
-            self._inferers_left -= 1
-            last = self._inferers_left == 0
-        if last:
-            for _ in self._posters:
-                self._put(self.post_q, END)
+        self._pass_end("infer", self.post_q, len(self._posters))
 
     def _infer(self, engine: Engine, frames: list[Frame]) -> None:
         metrics = self.parts.metrics
@@ -296,22 +296,13 @@ class Pipeline:
             self._put(self.post_q, Scored(frame, float(score), probability))
 
     def _post_loop(self) -> None:
-        while not self._abort.is_set():
-            item = self._get(self.post_q, "postprocess")
-            if item is None:
-                continue
-            if item is END:
-                break
+        for item in self._until_end(self.post_q, "postprocess"):
             try:
                 self._put(self.write_q, self._measure(item))
             except Exception as exc:
                 logger.exception("post-processing failed for %s", item.frame.meta.source)
                 self._put(self.write_q, self._failure(item.frame, "postprocess", str(exc)))
-        with self._count_lock:
-            self._posters_left -= 1
-            last = self._posters_left == 0
-        if last:
-            self._put(self.write_q, END)
+        self._pass_end("postprocess", self.write_q, 1)
 
     def _measure(self, item: Scored) -> FrameResult:
         frame = item.frame

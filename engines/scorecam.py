@@ -98,17 +98,17 @@ class PseudoMaskRule:
 
 
 def pseudo_mask(cam: np.ndarray, evidence: np.ndarray | None, rule: PseudoMaskRule) -> np.ndarray:
+    if rule.refine and rule.regions and evidence is not None:
+        # The map localises at 1/32 resolution and peaks on part of an artifact; the image
+        # evidence has the artifact's true outline. Keep each evidence region it points at.
+        regions, count = ndi.label(evidence)
+        if count == 0:
+            return np.zeros(cam.shape, dtype=bool)
+        peaks = ndi.maximum(cam, regions, np.arange(1, count + 1))
+        keep = np.concatenate([[False], np.asarray(peaks) >= rule.threshold])
+        return keep[regions]
     mask = cam >= rule.threshold
     if rule.refine and evidence is not None:
-        if rule.regions:
-            # The map localises at 1/32 resolution and peaks on part of an artifact; the image
-            # evidence has the artifact's true outline. Keep each evidence region it points at.
-            regions, count = ndi.label(evidence)
-            if count == 0:
-                return np.zeros(cam.shape, dtype=bool)
-            peaks = ndi.maximum(cam, regions, np.arange(1, count + 1))
-            keep = np.concatenate([[False], np.asarray(peaks) >= rule.threshold])
-            return keep[regions]
         # Keep evidence pixels inside a slightly grown CAM region: the CAM is coarse.
         mask = ndi.binary_dilation(mask, iterations=8) & evidence
     return ndi.binary_fill_holes(mask)
