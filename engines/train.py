@@ -383,6 +383,11 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
     multiple = pad_multiple(options.arch)
     if options.crop % multiple:
         raise DatasetError(f"--crop {options.crop}: expected a multiple of {multiple}")
+    for flag, value, least in (("--detector-steps", options.detector_steps, 0),
+                               ("--segmenter-steps", options.segmenter_steps, 0),
+                               ("--batch-size", options.batch_size, 1)):
+        if value < least:
+            raise DatasetError(f"{flag} {value}: expected at least {least}")
     train_idx, val_idx = split(dataset.labels, options.val_fraction, options.seed)
     logger.info("%s mode on %s: %d training, %d validation frames", mode, device, len(train_idx), len(val_idx))
     notes: list[str] = []
@@ -395,7 +400,10 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
         notes.append(f"detector taken as is from {Path(options.detector_from).name}")
     else:
         detector = train_detector(dataset, train_idx, options, device, checkpoints, detector)
-    if mode == "weak":
+    if options.segmenter_steps == 0:  # a detector-only stage: the U-Net stays as it is
+        targets = {}
+        notes.append("U-Net taken as is (no segmenter steps)")
+    elif mode == "weak":
         targets = weak_targets(dataset, detector, train_idx, val_idx, options, device, notes)
     else:
         targets = {
@@ -417,7 +425,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--mode", choices=("auto", "weak", "supervised"), default="auto")
     parser.add_argument("--detector-steps", type=int, default=DEFAULTS.detector_steps)
-    parser.add_argument("--segmenter-steps", type=int, default=DEFAULTS.segmenter_steps)
+    parser.add_argument("--segmenter-steps", type=int, default=DEFAULTS.segmenter_steps,
+                        help="0 keeps the U-Net of --init as it is and trains only the detector")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop)
     parser.add_argument("--focus", type=float, default=DEFAULTS.focus,

@@ -141,3 +141,30 @@ def test_weak_mode_can_take_a_detector_and_continue_a_model(tiny_dataset, tiny_m
     notes = load_model(out).card.notes
     assert any("detector taken as is" in n for n in notes)
     assert any("continued from" in n for n in notes)
+
+
+@pytest.mark.parametrize("mode", ["weak", "supervised"])
+def test_a_detector_only_stage_keeps_the_unet(tiny_dataset, tiny_models, tmp_path, mode):
+    """--segmenter-steps 0 continues the detector alone: the U-Net is carried over unchanged
+    and, in weak mode, no pseudo-masks are made for it."""
+    out = tmp_path / "detector-only"
+    extra = ("--init", str(tiny_models[mode]), "--segmenter-steps", "0")
+    assert main(train_args(tiny_dataset, out, mode=mode, extra=extra)) == 0
+    before = torch.load(tiny_models[mode] / "segmenter.pt", weights_only=True)
+    after = torch.load(out / "segmenter.pt", weights_only=True)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    detector = torch.load(out / "detector.pt", weights_only=True)
+    earlier = torch.load(tiny_models[mode] / "detector.pt", weights_only=True)
+    assert any(not torch.equal(earlier[k], detector[k]) for k in earlier), "the detector trains"
+    notes = load_model(out).card.notes
+    assert "U-Net taken as is (no segmenter steps)" in notes
+    assert not any("pseudo-mask rule" in n for n in notes)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--segmenter-steps", "-1"), ("--detector-steps", "-5"),
+                                             ("--batch-size", "0")])
+def test_impossible_step_counts_are_refused_by_name(tiny_dataset, tmp_path, caplog, flag, value):
+    out = tmp_path / "model"
+    assert main(train_args(tiny_dataset, out, mode="supervised", extra=(flag, value))) == 2
+    assert f"{flag} {value}: expected at least" in caplog.text
+    assert not out.exists()
