@@ -358,6 +358,18 @@ def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, va
     return targets
 
 
+def segmenter_targets(dataset: Dataset, detector: Detector, mode: str, train_idx: np.ndarray,
+                      val_idx: np.ndarray, options: TrainOptions, device: torch.device,
+                      notes: list[str]) -> dict[int, np.ndarray]:
+    """What the U-Net learns from: ScoreCAM pseudo-masks (weak) or the given masks."""
+    if mode == "weak":
+        return weak_targets(dataset, detector, train_idx, val_idx, options, device, notes)
+    return {
+        int(i): (s.mask > 0 if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool))
+        for i, s in enumerate(dataset.samples)
+    }
+
+
 def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,
              options: TrainOptions, device: torch.device) -> tuple[float, float, dict[str, float]]:
     detector, segmenter = models
@@ -401,16 +413,11 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
     else:
         detector = train_detector(dataset, train_idx, options, device, checkpoints, detector)
     if options.segmenter_steps == 0:  # a detector-only stage: the U-Net stays as it is
-        targets = {}
+        segmenter = segmenter.to(device).eval()
         notes.append("U-Net taken as is (no segmenter steps)")
-    elif mode == "weak":
-        targets = weak_targets(dataset, detector, train_idx, val_idx, options, device, notes)
     else:
-        targets = {
-            int(i): (s.mask > 0 if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool))
-            for i, s in enumerate(dataset.samples)
-        }
-    segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
+        targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device, notes)
+        segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
     detect_t, segment_t, results = validate(dataset, (detector, segmenter), val_idx, options, device)
     return TrainedModels(detector, segmenter, detect_t, segment_t, mode, results, notes)
 
