@@ -6,7 +6,8 @@ All three run in this one process, one after the other, on the same files, so th
 fair on a shared, noisy machine:
 
 - bare engine: one engine on all cores in a loop, frames already in memory, batches of
-  max_batch through detect + segment (flagged frames only, as the service does);
+  max_batch through detect + segment (every frame, or the flagged ones: as the model card says,
+  as the service does);
 - engine pool: the same, but with the service's engines (one single-threaded engine per core)
   taking batches side by side — what inference alone could reach the way the service runs it;
 - artifactd: the real pipeline (folder source -> decode pool -> batcher -> engine pool ->
@@ -41,11 +42,11 @@ from daemon.frames import FrameKey, FrameResult, ReadyFile
 from daemon.journal import Journal
 from daemon.metrics import Metrics
 from daemon.pipeline import Pipeline, PipelineParts
-from daemon.service import postprocess_options
+from daemon.service import postprocess_options, segment_all
 from daemon.sources.fs import FolderSource
 from daemon.store import ResultsStore
 from engines.backends.select import create_engine, create_engines
-from engines.modelcard import load_model
+from engines.modelcard import frame_flagged, load_model
 from engines.postprocess import postprocess
 from engines.synth import SynthOptions, frame_for
 
@@ -76,9 +77,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
 
 
-def bare_engine(engines, paths: list[Path], max_batch: int, threshold: float) -> float:
+def bare_engine(engines, paths: list[Path], max_batch: int, threshold: float, every: bool) -> float:
     """Engines with nothing around them: frames in memory, batches of max_batch shared among
-    the engines side by side (one engine: a plain loop), detect, then segment the flagged."""
+    the engines side by side (one engine: a plain loop), detect, then segment every frame
+    (`every`) or the flagged ones."""
     decoded: dict[int, np.ndarray] = {}  # hard links of one file are decoded once
     frames = []
     for path in paths:
@@ -96,7 +98,9 @@ def bare_engine(engines, paths: list[Path], max_batch: int, threshold: float) ->
                     return
                 batch = batches.pop()
             flagged = engine.detect(batch) >= threshold
-            if flagged.any():
+            if every:
+                engine.segment(batch)
+            elif flagged.any():
                 engine.segment(batch[flagged])
 
     threads = [threading.Thread(target=work, args=(engine,)) for engine in engines]
@@ -132,11 +136,11 @@ def naive_loop(engine, bundle, config: Config, root: Path, paths: list[Path], wo
         frame = read_frame(ReadyFile(path, key_of(root, path), time.monotonic()), decode)
         batch = frame.pixels[None]
         score = float(engine.detect(batch)[0])
-        flagged = score >= bundle.card.detect_threshold
         labels, artifacts, fraction, count = np.zeros(frame.pixels.shape, np.uint16), {}, 0.0, 0
-        if flagged:
+        if segment_all(config, bundle) or score >= bundle.card.detect_threshold:
             found = postprocess(engine.segment(batch)[0], frame.pixels, options, frame.meta.pixel_size_um)
             labels, artifacts, fraction, count = found.labels, found.artifacts, found.area_fraction, found.n_artifacts
+        flagged = frame_flagged(score, count, bundle.card.detect_threshold)
         stamp = datetime.now(UTC).isoformat()
         store.append([FrameResult(frame, score, flagged, labels, artifacts, fraction, count, stamp)])
         journal.commit([frame.key], "flagged" if flagged else "clean")
@@ -167,7 +171,8 @@ def through_pipeline(engines, bundle, config: Config, root: Path, work: Path, na
         engines=engines, store=store, journal=journal, metrics=Metrics(),
         decode=DecodeOptions.from_config(config.input, config.metadata),
         postprocess=postprocess_options(config, bundle),
-        detect_threshold=bundle.card.detect_threshold, sinks=(record,),
+        detect_threshold=bundle.card.detect_threshold, segment_all=segment_all(config, bundle),
+        sinks=(record,),
     ), config.pipeline)
     pipeline.start()
     source = FolderSource(replace(config.input, settle_s=0.2), pipeline.submit_file,
@@ -246,8 +251,9 @@ def main() -> int:
         files = linked_copies(paths, root, args.frames * args.repeat)
         warm_up((*engines, naive_engine), tifffile.imread(files[0]), args.max_batch)
         threshold = bundle.card.detect_threshold
-        bare = bare_engine([naive_engine], files, args.max_batch, threshold)
-        pool = bare_engine(engines, files, args.max_batch, threshold)
+        every = segment_all(config, bundle)
+        bare = bare_engine([naive_engine], files, args.max_batch, threshold, every)
+        pool = bare_engine(engines, files, args.max_batch, threshold, every)
         e2e, latencies = through_pipeline(engines, bundle, config, root, work, "pipeline", len(files))
         naive = naive_loop(naive_engine, bundle, config, root, files, work)
         steady = [paced(engines, bundle, config, paths, work, rate) for rate in args.rates]

@@ -70,13 +70,13 @@ class ModelConfig:
     backend: str = "auto"  # "auto" | "onnxruntime" | "torch" | "tensorrt"
     precision: str = "fp32"  # "fp32" | "fp16" | "bf16" | "int8"
     threads: int = 0  # CPU threads per inference engine; 0 = cores / pipeline.engine_workers
-    segment: str = "flagged"  # "flagged" | "all"
+    segment: str = "model"  # "model" (as its card says) | "flagged" | "all"
     engine_cache: str = ""  # folder for built TensorRT engines; default ~/.cache/artifactd
 
     def check(self) -> None:
         _choice("model.backend", self.backend, ("auto", "onnxruntime", "torch", "tensorrt"))
         _choice("model.precision", self.precision, ("fp32", "fp16", "bf16", "int8"))
-        _choice("model.segment", self.segment, ("flagged", "all"))
+        _choice("model.segment", self.segment, ("model", "flagged", "all"))
         _positive("model.threads", self.threads, allow_zero=True)
 
 

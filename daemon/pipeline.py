@@ -32,6 +32,7 @@ from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from engines.backends.base import Engine
+from engines.modelcard import frame_flagged
 from engines.postprocess import PostprocessOptions, postprocess
 
 logger = logging.getLogger(__name__)
@@ -306,13 +307,14 @@ class Pipeline:
 
     def _measure(self, item: Scored) -> FrameResult:
         frame = item.frame
-        flagged = item.score >= self.parts.detect_threshold
         intensity = frame.pixels if frame.pixels.ndim == 2 else frame.pixels[0]
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         if item.probability is None:
             empty = np.zeros(intensity.shape, dtype=np.uint16)
+            flagged = frame_flagged(item.score, 0, self.parts.detect_threshold)
             return FrameResult(frame, item.score, flagged, empty, {}, 0.0, 0, stamp)
         found = postprocess(item.probability, intensity, self.parts.postprocess, frame.meta.pixel_size_um)
+        flagged = frame_flagged(item.score, found.n_artifacts, self.parts.detect_threshold)
         return FrameResult(
             frame, item.score, flagged, found.labels, found.artifacts,
             found.area_fraction, found.n_artifacts, stamp,

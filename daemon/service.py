@@ -88,6 +88,12 @@ def postprocess_options(config: Config, bundle: ModelBundle) -> PostprocessOptio
     )
 
 
+def segment_all(config: Config, bundle: ModelBundle) -> bool:
+    """Whether the segmenter runs on every frame: as configured, or as the model card says."""
+    mode = bundle.card.segment if config.model.segment == "model" else config.model.segment
+    return mode == "all"
+
+
 class Service:
     def __init__(self, config: Config, *, once: bool = False) -> None:
         from daemon.journal import Journal
@@ -129,7 +135,7 @@ class Service:
                                                  in_channels=bundle.card.in_channels),
                 postprocess=postprocess_options(config, bundle),
                 detect_threshold=bundle.card.detect_threshold,
-                segment_all=config.model.segment == "all",
+                segment_all=segment_all(config, bundle),
                 sinks=self._sinks(),
             ),
             config.pipeline,

@@ -1,7 +1,8 @@
 """`artifactd eval`: a model (and the classical baselines) against ground truth.
 
 The model runs exactly as deployed: the engine the service uses, the detector on every frame,
-the segmenter on flagged frames, then the service's post-processing. Baselines (global Otsu
+the segmenter on every frame or on the flagged ones (as the model card says, or --segment),
+then the service's post-processing and verdict (`engines.modelcard.frame_flagged`). Baselines (global Otsu
 and local adaptive threshold on the raw frame, seed 000) see the same frames. Results go to
 eval.json, eval.md (the table for a model card) and ap_curve.png.
 """
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from engines.baselines import adaptive_baseline, otsu_baseline
 from engines.dataset import Dataset, DatasetError, load_dataset
-from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.modelcard import SEGMENT_MODES, ModelBundle, ModelError, frame_flagged, load_model
 from engines.postprocess import PostprocessOptions, label, postprocess
 from engines.scoring import (
     AP_THRESHOLDS,
@@ -50,11 +51,13 @@ class MethodRun:
     seconds: list[float] = field(default_factory=list)
 
 
-def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int) -> MethodRun:
+def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
+              segment: str | None = None) -> MethodRun:
     from engines.backends.select import create_engine
 
     engine = create_engine(bundle, backend=backend, threads=threads)
     card = bundle.card
+    segment_all = (segment or card.segment) == "all"
     options = PostprocessOptions(threshold=card.segment_threshold, min_area_px=card.min_area_px)
     run = MethodRun(f"artifactd ({card.mode})")
     try:
@@ -62,14 +65,13 @@ def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int)
             started = time.perf_counter()
             batch = sample.image[None]
             score = float(engine.detect(batch)[0])
-            flagged = score >= card.detect_threshold
-            if flagged:
-                probability = engine.segment(batch)[0]
-                found = postprocess(probability, sample.image[0], options).labels
-            else:
-                found = np.zeros(sample.image.shape[-2:], dtype=np.uint16)
+            found = np.zeros(sample.image.shape[-2:], dtype=np.uint16)
+            n_artifacts = 0
+            if segment_all or score >= card.detect_threshold:
+                measured = postprocess(engine.segment(batch)[0], sample.image[0], options)
+                found, n_artifacts = measured.labels, measured.n_artifacts
             run.seconds.append(time.perf_counter() - started)
-            run.flags.append(flagged)
+            run.flags.append(frame_flagged(score, n_artifacts, card.detect_threshold))
             run.labels.append(found)
     finally:
         engine.close()
@@ -185,8 +187,8 @@ def plot_ap(results: list[dict], path: Path) -> None:
 
 
 def evaluate(bundle: ModelBundle, dataset: Dataset, *, backend: str = "onnxruntime",
-             threads: int = 0, baselines: bool = True) -> list[dict]:
-    runs = [run_model(bundle, dataset, backend, threads)]
+             threads: int = 0, baselines: bool = True, segment: str | None = None) -> list[dict]:
+    runs = [run_model(bundle, dataset, backend, threads, segment)]
     if baselines:
         min_area = bundle.card.min_area_px
         runs.append(run_baseline("global Otsu", otsu_baseline, dataset, min_area))
@@ -209,6 +211,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for eval.json, eval.md, ap_curve.png")
     parser.add_argument("--backend", default="onnxruntime", help="inference backend (as the service)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    parser.add_argument("--segment", choices=SEGMENT_MODES,
+                        help="frames the segmenter runs on (default: as the model card says)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the thresholding baselines")
 
 
@@ -221,8 +225,9 @@ def main(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
     results = evaluate(bundle, dataset, backend=args.backend, threads=args.threads,
-                       baselines=not args.no_baselines)
+                       baselines=not args.no_baselines, segment=args.segment)
     meta = {"model": bundle.model_id, "frames": str(args.frames), "n_frames": len(dataset.samples),
+            "segment": args.segment or bundle.card.segment,
             "data_hash": dataset.fingerprint}
     write_report(results, args.out, meta)
     print(markdown_table(results))

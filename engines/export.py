@@ -69,6 +69,7 @@ def onnx_metadata(card: ModelCard) -> dict[str, str]:
         "artifactd.normalisation": card.normalisation,
         "artifactd.segment_threshold": str(card.segment_threshold),
         "artifactd.detect_threshold": str(card.detect_threshold),
+        "artifactd.segment": card.segment,
         "artifactd.training_data_hash": card.training_data_hash,
         "artifactd.architecture": json.dumps(card.architecture),
     }
@@ -89,6 +90,7 @@ def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str, ver
         segment_threshold=trained.segment_threshold,
         detect_threshold=trained.detect_threshold,
         min_area_px=options.min_area_px,
+        segment=options.segment,
         training_data_hash=data_hash,
         mode=trained.mode,
         files=dict(FILES),

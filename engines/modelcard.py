@@ -14,6 +14,18 @@ from pathlib import Path
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
 
 
+SEGMENT_MODES = ("flagged", "all")
+
+
+def frame_flagged(score: float, n_artifacts: int, detect_threshold: float) -> bool:
+    """A frame is flagged when the detector says so or the segmenter found an artifact in it.
+
+    With the segmenter run on every frame this also catches what the detector scores low (a
+    large faint smudge); either way a frame that has artifacts in its mask is a flagged frame.
+    """
+    return bool(score >= detect_threshold or n_artifacts > 0)
+
+
 class ModelError(ValueError):
     """A model folder is missing a file or its card is invalid."""
 
@@ -29,6 +41,9 @@ class ModelCard:
     segment_threshold: float = 0.5  # probability above which a pixel is artifact
     detect_threshold: float = 0.5  # detector probability above which a frame is flagged
     min_area_px: int = 40  # objects smaller than this (full-resolution px) are dropped
+    # Which frames the segmenter runs on: "flagged" (those the detector flags) or "all". The
+    # card says how the thresholds were chosen on validation, and so how the model is run.
+    segment: str = "flagged"
     training_data_hash: str = ""
     mode: str = "supervised"  # "supervised" | "weak"
     files: dict[str, str] = field(
@@ -75,6 +90,8 @@ def load_model(folder: str | Path | None = None) -> ModelBundle:
         card = ModelCard(**raw)
     except (json.JSONDecodeError, TypeError) as exc:
         raise ModelError(f"{card_path}: not a valid model card ({exc})") from exc
+    if card.segment not in SEGMENT_MODES:
+        raise ModelError(f"{card_path}: segment {card.segment!r}; expected one of {SEGMENT_MODES}")
     bundle = ModelBundle(folder=folder, card=card)
     for part in ("detector", "segmenter"):
         if part not in card.files or not bundle.path(part).is_file():

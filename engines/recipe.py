@@ -64,6 +64,10 @@ STAGES = (
     (("supervised", "weak"), "train-1080",
      ["--segmenter-steps", "1200", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
       "--learning-rate", "5e-4", "--seed", "4"], True),
+    # No training: both networks as they are, thresholds chosen again on the same validation
+    # split for the service's verdict with the U-Net on every frame (--segment all, the
+    # default): large faint dirt the detector scores low is then segmented, and flagged.
+    (("supervised",), "train-1080", ["--segmenter-steps", "0", "--seed", "4"], True),
 )
 COMMON_ARGS = ["--name", "artifactd-default"]
 

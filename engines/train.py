@@ -32,7 +32,9 @@ from tqdm import tqdm
 from engines import __version__
 from engines.augment import augment
 from engines.dataset import Dataset, DatasetError, load_dataset, split
+from engines.modelcard import SEGMENT_MODES, frame_flagged
 from engines.models import Architecture, Detector, UNet, pad_multiple
+from engines.postprocess import PostprocessOptions, postprocess
 from engines.scorecam import PseudoMaskRule, candidate_rules, image_evidence, pseudo_mask, scorecam
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ class TrainOptions:
     checkpoint_every: int = 100
     cam_top_k: int = 32
     min_area_px: int = 40
+    # Frames the segmenter runs on in service ("all" or "flagged"); validation chooses the
+    # detector threshold for that regime (engines.modelcard.frame_flagged).
+    segment: str = "all"
     name: str = "artifactd"
     init: Path | None = None  # start both networks from this model folder (fine-tuning)
     detector_from: Path | None = None  # take this model's detector as is; train only the U-Net
@@ -309,10 +314,14 @@ def predict(model: nn.Module, image: np.ndarray, multiple: int, device: torch.de
 # ---------------------------------------------------------------------------- choices on validation
 
 
-def best_f1_threshold(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+def best_f1_threshold(scores: np.ndarray, truth: np.ndarray,
+                      found: np.ndarray | None = None) -> tuple[float, float]:
+    """The detector threshold with the best image F1 of the verdict `frame_flagged` gives;
+    `found` holds the segmenter's artifact count per frame (zeros: the detector alone)."""
+    found = np.zeros(len(scores), dtype=np.int64) if found is None else found
     best = (0.5, -1.0)
     for t in np.arange(0.05, 0.96, 0.05):
-        flagged = scores >= t
+        flagged = np.array([frame_flagged(s, n, t) for s, n in zip(scores, found, strict=True)])
         tp = np.sum(flagged & (truth == 1))
         f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())
         if f1 > best[1]:
@@ -372,19 +381,31 @@ def segmenter_targets(dataset: Dataset, detector: Detector, mode: str, train_idx
 
 def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,
              options: TrainOptions, device: torch.device) -> tuple[float, float, dict[str, float]]:
+    """Thresholds chosen on the validation split, for the model as the service runs it.
+
+    The pixel threshold maximises pooled IoU over the frames with masks (every one segmented);
+    the detector threshold then maximises image F1 of the service's verdict, which with
+    `segment = "all"` also counts frames where the segmenter found an artifact.
+    """
     detector, segmenter = models
     multiple = pad_multiple(options.arch)
-    scores = np.array([predict(detector, dataset.samples[i].image, multiple, device)[0] for i in val_idx])
-    detect_t, f1 = best_f1_threshold(scores, dataset.labels[val_idx])
-    results = {"val_image_f1": round(f1, 4)}
-    masked = [i for i in val_idx if dataset.samples[i].mask is not None]
+    images = [dataset.samples[i].image for i in val_idx]
+    scores = np.array([predict(detector, image, multiple, device)[0] for image in images])
+    probs = [predict(segmenter, image, multiple, device) for image in images]
+    results: dict[str, float] = {}
+    masked = [k for k, i in enumerate(val_idx) if dataset.samples[i].mask is not None]
     segment_t = 0.5
     if masked:
-        probs = [predict(segmenter, dataset.samples[i].image, multiple, device) for i in masked]
-        truths = [dataset.samples[i].mask > 0 for i in masked]
-        by_t = {t: pooled_iou([p >= t for p in probs], truths) for t in SEGMENT_THRESHOLDS}
+        truths = [dataset.samples[val_idx[k]].mask > 0 for k in masked]
+        by_t = {t: pooled_iou([probs[k] >= t for k in masked], truths) for t in SEGMENT_THRESHOLDS}
         segment_t = max(by_t, key=by_t.get)
         results["val_pixel_iou"] = round(by_t[segment_t], 4)
+    found = np.zeros(len(val_idx), dtype=np.int64)
+    if options.segment == "all":
+        post = PostprocessOptions(threshold=segment_t, min_area_px=options.min_area_px)
+        found = np.array([postprocess(p, None, post).n_artifacts for p in probs])
+    detect_t, f1 = best_f1_threshold(scores, dataset.labels[val_idx], found)
+    results["val_image_f1"] = round(f1, 4)
     return detect_t, segment_t, results
 
 
@@ -438,6 +459,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop)
     parser.add_argument("--focus", type=float, default=DEFAULTS.focus,
                         help="fraction of segmenter crops centred on an artifact")
+    parser.add_argument("--segment", choices=SEGMENT_MODES, default=DEFAULTS.segment,
+                        help="frames the segmenter runs on in service: all (default; a frame is "
+                             "also flagged when the U-Net finds an artifact) or only those the "
+                             "detector flags; validation chooses the thresholds for it")
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction)
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
@@ -462,7 +487,7 @@ def main(args: argparse.Namespace) -> int:
     options = TrainOptions(
         mode=args.mode, detector_steps=args.detector_steps, segmenter_steps=args.segmenter_steps,
         batch_size=args.batch_size, crop=args.crop, focus=args.focus,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate, segment=args.segment,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, name=args.name,
         init=args.init, detector_from=args.detector_from,
         arch=replace(Architecture(), in_channels=args.channels),

@@ -77,3 +77,57 @@ def test_engines_side_by_side_share_the_batches_and_every_frame_is_stored_once(t
         engine.close()
     store.close()
     journal.close()
+
+
+class BlindDetector(CountingEngine):
+    """A real engine whose detector scores every frame 0: only the segmenter can flag."""
+
+    def detect(self, frames):
+        return super().detect(frames) * 0.0
+
+
+def obvious_artifact_frame(path: Path) -> Path:
+    import numpy as np
+    import tifffile
+
+    from engines.synth import SynthOptions, frame_for
+
+    frame = frame_for(123, 0, SynthOptions(height=512, width=512, artifact_probability=0.0)).image
+    yy, xx = np.mgrid[:512, :512]
+    dark = frame.astype(np.float64)
+    dark[(yy - 300) ** 2 + (xx - 200) ** 2 <= 18**2] *= 0.35  # a dark 1000 px particle
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, dark.astype(np.uint16))
+    return path
+
+
+def run_one(tmp_path: Path, name: str, path: Path, segment_all: bool):
+    bundle = load_model("default")
+    config = Config()
+    engine = BlindDetector(create_engines(bundle, backend="onnxruntime", workers=1)[0])
+    store = ResultsStore(tmp_path / f"{name}.zarr")
+    pipeline = Pipeline(PipelineParts(
+        engines=[engine], store=store, journal=None, metrics=Metrics(),
+        decode=DecodeOptions.from_config(config.input, config.metadata),
+        postprocess=postprocess_options(config, bundle),
+        detect_threshold=bundle.card.detect_threshold, segment_all=segment_all,
+    ), config.pipeline)
+    pipeline.start()
+    assert pipeline.submit_file(ready(path.parent, path))
+    assert pipeline.drain(60)
+    table = store.frame_table()
+    engine.close()
+    store.close()
+    return table
+
+
+def test_a_frame_the_segmenter_finds_artifacts_in_is_flagged_even_if_the_detector_is_not(tmp_path):
+    path = obvious_artifact_frame(tmp_path / "in" / "dirty.tif")
+    every = run_one(tmp_path, "all", path, segment_all=True)
+    assert every["score"].tolist() == [0.0]
+    assert every["flagged"].tolist() == [True]
+    assert every["n_artifacts"][0] >= 1
+    # Segmenting only the detector's flagged frames, the same frame passes as clean.
+    gated = run_one(tmp_path, "flagged", path, segment_all=False)
+    assert gated["flagged"].tolist() == [False]
+    assert gated["n_artifacts"].tolist() == [0]

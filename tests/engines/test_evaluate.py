@@ -6,7 +6,7 @@ import argparse
 import json
 
 from engines.evaluate import add_arguments, main
-from engines.synth import SynthOptions, write_dataset
+from engines.synth import SynthOptions, frame_for, write_dataset
 
 
 def test_eval_writes_json_markdown_and_plot_with_baselines(tiny_models, tmp_path):
@@ -42,3 +42,44 @@ def test_eval_refuses_a_missing_model(tmp_path, caplog):
                               "--labels", str(tmp_path / "l.csv"), "--out", str(tmp_path / "o")])
     assert main(args) == 2
     assert "model.json" in caplog.text
+
+
+def test_eval_runs_the_segmenter_as_the_card_says_and_flags_what_it_finds(tmp_path):
+    """A detector that never flags (threshold above 1): with the segmenter on every frame the
+    obvious artifact is still found and its frame flagged; on flagged frames only, it is not."""
+    import shutil
+
+    import numpy as np
+    import tifffile
+
+    from engines.modelcard import DEFAULT_MODEL_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    card = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**card, "detect_threshold": 1.01, "segment": "all"}))
+    frame = frame_for(123, 0, SynthOptions(height=512, width=512, artifact_probability=0.0)).image
+    yy, xx = np.mgrid[:512, :512]
+    speck = (yy - 300) ** 2 + (xx - 200) ** 2 <= 18**2
+    dirty = frame.astype(np.float64)
+    dirty[speck] *= 0.35
+    for kind, image in (("frames", dirty.astype(np.uint16)), ("masks", speck.astype(np.uint8))):
+        (tmp_path / kind).mkdir()
+        tifffile.imwrite(tmp_path / kind / "dirty.tif", image)
+    (tmp_path / "labels.csv").write_text("source,label\ndirty.tif,artifact\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    reports = {}
+    for segment in ("card", "flagged"):
+        out = tmp_path / f"eval-{segment}"
+        argv = ["--model", str(model), "--frames", str(tmp_path / "frames"), "--labels",
+                str(tmp_path / "labels.csv"), "--masks", str(tmp_path / "masks"), "--out", str(out),
+                "--threads", "1", "--no-baselines"]
+        assert main(parser.parse_args(argv + ([] if segment == "card" else ["--segment", segment]))) == 0
+        reports[segment] = json.loads((out / "eval.json").read_text())
+    every, gated = reports["card"], reports["flagged"]
+    assert every["meta"]["segment"] == "all" and gated["meta"]["segment"] == "flagged"
+    assert every["results"][0]["image"]["recall"] == 1.0
+    assert every["results"][0]["pixel"]["iou"] > 0.5
+    assert gated["results"][0]["image"]["recall"] == 0.0
+    assert gated["results"][0]["pixel"]["iou"] == 0.0

@@ -168,3 +168,23 @@ def test_impossible_step_counts_are_refused_by_name(tiny_dataset, tmp_path, capl
     assert main(train_args(tiny_dataset, out, mode="supervised", extra=(flag, value))) == 2
     assert f"{flag} {value}: expected at least" in caplog.text
     assert not out.exists()
+
+
+def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
+    from engines.train import best_f1_threshold
+
+    scores = np.array([0.9, 0.2, 0.5])
+    truth = np.array([1, 1, 0])
+    # The detector alone: passing the true 0.2 means passing the false 0.5 too, so the best
+    # F1 is 0.8, at the lowest threshold (first of the ties).
+    assert best_f1_threshold(scores, truth) == (0.05, 0.8)
+    # The segmenter finds the artifact of the frame scored 0.2: a threshold above the false
+    # 0.5 then flags exactly the two true frames.
+    assert best_f1_threshold(scores, truth, np.array([0, 2, 0])) == (0.55, 1.0)
+
+
+def test_the_card_says_which_frames_the_segmenter_runs_on(tiny_models, tiny_dataset, tmp_path):
+    assert load_model(tiny_models["supervised"]).card.segment == "all"
+    out = tmp_path / "gated"
+    assert main(train_args(tiny_dataset, out, mode="supervised", extra=("--segment", "flagged"))) == 0
+    assert load_model(out).card.segment == "flagged"
