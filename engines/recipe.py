@@ -44,10 +44,10 @@ HELD_OUT = ("heldout", 9001, "uint16", 200)
 # (modes, training set, arguments, keep the previous stage's detector) per stage; each stage
 # continues from the one before.
 STAGES = (
-    (("supervised", "weak"), "train",
+    (("supervised",), "train",
      ["--detector-steps", "800", "--segmenter-steps", "1000", "--crop", "256", "--seed", "1",
       "--batch-size", "8"], False),
-    (("supervised", "weak"), "train",
+    (("supervised",), "train",
      ["--detector-steps", "600", "--segmenter-steps", "3000", "--crop", "320", "--focus", "0.2",
       "--seed", "2", "--batch-size", "8"], False),
     (("supervised",), "train-mixed",
@@ -55,19 +55,24 @@ STAGES = (
       "--seed", "3", "--batch-size", "8"], False),
     # Deployment-size frames only, larger crops (more context: out-of-focus dirt and faint
     # illumination fringes look alike in a small window), a gentler learning rate.
-    (("supervised", "weak"), "train-1080",
+    (("supervised",), "train-1080",
      ["--segmenter-steps", "2500", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
       "--learning-rate", "1e-3", "--seed", "4"], True),
     # The same frames again with interference-fringe augmentation: faint straight fringes had
     # been segmented as out-of-focus dirt over half a field. The same seed keeps the
-    # validation split of the stage before, which neither U-Net has trained on.
-    (("supervised", "weak"), "train-1080",
+    # validation split of the stage before, which the U-Net has not trained on.
+    (("supervised",), "train-1080",
      ["--segmenter-steps", "1200", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
       "--learning-rate", "5e-4", "--seed", "4"], True),
     # No training: both networks as they are, thresholds chosen again on the same validation
     # split for the service's verdict with the U-Net on every frame (--segment all, the
     # default): large faint dirt the detector scores low is then segmented, and flagged.
     (("supervised",), "train-1080", ["--segmenter-steps", "0", "--seed", "4"], True),
+    # Weak mode: labels only. The U-Net learns from scratch on the deployment-size frames, from
+    # ScoreCAM pseudo-masks of the supervised run's detector (which learnt from labels alone).
+    (("weak",), "train-1080",
+     ["--segmenter-steps", "2500", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
+      "--learning-rate", "1e-3", "--seed", "4"], False),
 )
 COMMON_ARGS = ["--name", "artifactd-default"]
 
@@ -121,8 +126,9 @@ def train(work: Path, data: Path, mode: str, stage: int, log: list[str]) -> Path
         args += ["--masks", str(data / "masks")]
         if STAGES[stage][3]:
             args += ["--detector-from", str(model_path(work, "supervised", stage - 1))]
-    else:
-        args += ["--detector-from", str(model_path(work, "supervised", stage))]
+    else:  # the detector of the latest supervised stage
+        latest = max(i for i in range(stage + 1) if "supervised" in STAGES[i][0])
+        args += ["--detector-from", str(model_path(work, "supervised", latest))]
     earlier = [i for i in range(stage) if mode in STAGES[i][0]]
     if earlier:  # continue from this mode's most recent stage
         args += ["--init", str(model_path(work, mode, earlier[-1]))]
