@@ -90,7 +90,7 @@ def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str, ver
         segment_threshold=trained.segment_threshold,
         detect_threshold=trained.detect_threshold,
         min_area_px=options.min_area_px,
-        segment=options.segment,
+        segment=trained.segment,
         training_data_hash=data_hash,
         mode=trained.mode,
         files=dict(FILES),

@@ -5,21 +5,25 @@ output already exists, so an interrupted recipe continues where it stopped:
 
 1. synthetic training data (seeds 101, 102: uint16 and uint8, 512 x 512 frames; seeds 103 and
    104: uint16 frames of the deployment size, 1080 x 1080, for the later stages);
-2. training in both modes on the same frames: supervised (pixel masks) and weak (labels only),
-   in two stages: a first run, then a longer one continuing from it (--init) with larger crops.
-   The detector learns from image labels alone in either mode, so the weak runs take the
+2. training, supervised (pixel masks) in stages, each continuing from the one before (--init):
+   a first run, then a longer one with larger crops. A third stage adds the 1080 x 1080
+   frames: trained and validated on 512 x 512 frames alone, the models were over-confident on
+   whole 1080 x 1080 fields (fewer artifact pixels per field), and validation chose thresholds
+   for the wrong regime. A fourth stage trains the U-Net on 1080 x 1080 frames alone, in
+   512 x 512 crops, keeping the detector: in smaller windows faint illumination fringes and
+   vignetting looked like out-of-focus dirt, and whole fields lit up (held-out pixel IoU
+   0.41 -> 0.60). A fifth goes over the same frames with interference-fringe augmentation
+   (engines/augment.py): fringes of under 1 % had been segmented as dirt over half a field
+   (0.60 -> 0.73). A sixth trains nothing: it chooses the thresholds again for the U-Net on
+   every frame (--segment all), where large faint dirt that the detector scores low is still
+   segmented (0.73 -> 0.78).
+   Weak mode (labels only) trains its U-Net from scratch on the 1080 x 1080 frames. The
+   detector learns from image labels alone in either mode, so the weak run takes the
    supervised run's detector (--detector-from) instead of training the same thing twice.
-   A third, supervised-only stage adds the 1080 x 1080 frames: trained and validated on 512 x
-   512 frames alone, the models were over-confident on whole 1080 x 1080 fields (fewer artifact
-   pixels per field), and validation chose thresholds for the wrong regime. A fourth stage
-   trains the U-Net on 1080 x 1080 frames alone, in 512 x 512 crops, keeping the detector: in
-   smaller windows faint illumination fringes and vignetting looked like out-of-focus dirt,
-   and whole fields lit up (held-out pixel IoU 0.41 -> 0.60). The weak U-Net takes the same
-   stage, with pseudo-masks that keep whole regions of image evidence (0.37 -> 0.40); its first
-   two stages were made with the earlier rule (evidence pixels inside ScoreCAM >= 0.5), so
-   remaking them with this code gives slightly different weak models. A fifth stage goes over
-   the same frames with interference-fringe augmentation (engines/augment.py): fringes of
-   under 1 % had been segmented as dirt over half a field (held-out pixel IoU 0.60 -> 0.73);
+   Its pseudo-masks are regions of image evidence that ScoreCAM points at (engines/scorecam.py).
+   Earlier weak U-Nets (made with another evidence rule) went through the 512 x 512 stages
+   first; this one does not. A last weak stage trains nothing and lets validation choose
+   which frames its U-Net runs on;
 3. a held-out set made with a seed never used in training (9001, 1080 x 1080, as deployed);
 4. evaluation of both models and the thresholding baselines on it;
 5. the model with the better pixel IoU is copied to engines/weights/default/ with a card
@@ -72,7 +76,10 @@ STAGES = (
     # ScoreCAM pseudo-masks of the supervised run's detector (which learnt from labels alone).
     (("weak",), "train-1080",
      ["--segmenter-steps", "2500", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
-      "--learning-rate", "1e-3", "--seed", "4"], False),
+      "--learning-rate", "1e-3", "--seed", "4", "--segment", "all"], False),
+    # No training: the segment mode chosen on validation (--segment auto, the default). This
+    # U-Net finds specks in clean frames, so segmenting every frame made its verdict worse.
+    (("weak",), "train-1080", ["--segmenter-steps", "0", "--seed", "4"], False),
 )
 COMMON_ARGS = ["--name", "artifactd-default"]
 
@@ -170,17 +177,19 @@ def model_card(chosen: str, models: dict[str, Path], reports: dict[str, dict], l
         "illumination, Poisson-like and read noise; dust, debris, fibres, bubbles, clumps, "
         "precipitates, out-of-focus dirt, scratches): 700 uint16 + 150 uint8 frames of 512 x 512, "
         "half with artifacts, pixel sizes 0.3-1.0 um; the supervised model's third stage adds 240 "
-        "uint16 frames of 1080 x 1080 (the deployment size), and its last two stages train the "
-        "U-Net on 640 such frames alone, in 512 x 512 crops, the last one with faint interference "
-        "fringes added by augmentation. 20% of each training run's frames "
+        "uint16 frames of 1080 x 1080 (the deployment size), and its next two stages train the "
+        "U-Net on 640 such frames alone, in 512 x 512 crops, the second with faint interference "
+        "fringes added by augmentation; its last stage trains nothing and chooses the thresholds "
+        "again for the U-Net run on every frame. The weak model's U-Net learns from scratch on "
+        "the same 640 frames. 20% of each training run's frames "
         "are held back for validation, which chooses the detector and pixel thresholds.",
         "",
         "Training ran in stages (commands below): each continues from the previous stage's "
         "networks (`--init`). The detector learns from image-level labels alone in both modes, "
         "so the weak model uses the supervised run's detector (`--detector-from`); its U-Net "
-        "never saw a pixel mask (pseudo-masks from ScoreCAM, default rule, no validation masks; "
-        "the first two weak stages used the earlier default rule, evidence pixels inside "
-        "ScoreCAM >= 0.5, the last one keeps whole evidence regions that ScoreCAM >= 0.3 touches). "
+        "never saw a pixel mask (pseudo-masks from ScoreCAM, default rule, no validation masks: "
+        "whole regions of image evidence that ScoreCAM >= 0.15 touches, the evidence being "
+        "deviation from a robust local background at a 4 px scale, outlined per region). "
         "Some runs were interrupted and continued with `--resume` from their checkpoints; the "
         "commands below are what they amount to.",
         "",

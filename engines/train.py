@@ -57,9 +57,10 @@ class TrainOptions:
     checkpoint_every: int = 100
     cam_top_k: int = 32
     min_area_px: int = 40
-    # Frames the segmenter runs on in service ("all" or "flagged"); validation chooses the
-    # detector threshold for that regime (engines.modelcard.frame_flagged).
-    segment: str = "all"
+    # Frames the segmenter runs on in service: "all", "flagged", or "auto" (the one whose
+    # verdict has the better image F1 on validation); validation chooses the detector
+    # threshold for it (engines.modelcard.frame_flagged).
+    segment: str = "auto"
     name: str = "artifactd"
     init: Path | None = None  # start both networks from this model folder (fine-tuning)
     detector_from: Path | None = None  # take this model's detector as is; train only the U-Net
@@ -79,6 +80,7 @@ class TrainedModels:
     detect_threshold: float
     segment_threshold: float
     mode: str
+    segment: str  # frames the segmenter runs on: "all" | "flagged"
     validation: dict[str, float]
     notes: list[str]
 
@@ -380,8 +382,9 @@ def segmenter_targets(dataset: Dataset, detector: Detector, mode: str, train_idx
 
 
 def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,
-             options: TrainOptions, device: torch.device) -> tuple[float, float, dict[str, float]]:
-    """Thresholds chosen on the validation split, for the model as the service runs it.
+             options: TrainOptions, device: torch.device) -> tuple[str, float, float, dict[str, float]]:
+    """Segment mode and thresholds chosen on the validation split, for the model as the
+    service runs it.
 
     The pixel threshold maximises pooled IoU over the frames with masks (every one segmented);
     the detector threshold then maximises image F1 of the service's verdict, which with
@@ -400,13 +403,22 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
         by_t = {t: pooled_iou([probs[k] >= t for k in masked], truths) for t in SEGMENT_THRESHOLDS}
         segment_t = max(by_t, key=by_t.get)
         results["val_pixel_iou"] = round(by_t[segment_t], 4)
-    found = np.zeros(len(val_idx), dtype=np.int64)
-    if options.segment == "all":
-        post = PostprocessOptions(threshold=segment_t, min_area_px=options.min_area_px)
-        found = np.array([postprocess(p, None, post).n_artifacts for p in probs])
-    detect_t, f1 = best_f1_threshold(scores, dataset.labels[val_idx], found)
+    post = PostprocessOptions(threshold=segment_t, min_area_px=options.min_area_px)
+    found = np.array([postprocess(p, None, post).n_artifacts for p in probs])
+    segment, detect_t, f1 = choose_verdict(scores, dataset.labels[val_idx], found, options.segment)
     results["val_image_f1"] = round(f1, 4)
-    return detect_t, segment_t, results
+    return segment, detect_t, segment_t, results
+
+
+def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray,
+                   segment: str) -> tuple[str, float, float]:
+    """(segment mode, detector threshold, image F1): for "auto", "all" only where the U-Net's
+    findings on every frame make the verdict better than the detector alone (a U-Net trained
+    on pseudo-masks may find specks in clean frames; one trained on masks finds faint dirt)."""
+    options = {"flagged": np.zeros_like(found), "all": found}
+    modes = ("flagged", "all") if segment == "auto" else (segment,)
+    chosen = [(mode, *best_f1_threshold(scores, truth, options[mode])) for mode in modes]
+    return max(chosen, key=lambda c: c[2])  # ties: the first, "flagged" (less work)
 
 
 def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints) -> TrainedModels:
@@ -439,8 +451,10 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
     else:
         targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device, notes)
         segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
-    detect_t, segment_t, results = validate(dataset, (detector, segmenter), val_idx, options, device)
-    return TrainedModels(detector, segmenter, detect_t, segment_t, mode, results, notes)
+    segment, detect_t, segment_t, results = validate(dataset, (detector, segmenter), val_idx, options, device)
+    if options.segment == "auto":
+        notes.append(f"segment {segment}: the better image F1 on validation")
+    return TrainedModels(detector, segmenter, detect_t, segment_t, mode, segment, results, notes)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -459,10 +473,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop)
     parser.add_argument("--focus", type=float, default=DEFAULTS.focus,
                         help="fraction of segmenter crops centred on an artifact")
-    parser.add_argument("--segment", choices=SEGMENT_MODES, default=DEFAULTS.segment,
-                        help="frames the segmenter runs on in service: all (default; a frame is "
-                             "also flagged when the U-Net finds an artifact) or only those the "
-                             "detector flags; validation chooses the thresholds for it")
+    parser.add_argument("--segment", choices=("auto", *SEGMENT_MODES), default=DEFAULTS.segment,
+                        help="frames the segmenter runs on in service: all (a frame is also "
+                             "flagged when the U-Net finds an artifact), only those the detector "
+                             "flags, or auto (default: the better image F1 on validation); "
+                             "validation chooses the thresholds for it")
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction)
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)

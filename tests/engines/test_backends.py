@@ -48,7 +48,7 @@ def make_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         arch = Architecture(in_channels=1, unshuffle=4, detector_widths=(8, 16),
                             unet_widths=(8, 16))
         trained = TrainedModels(Detector(arch).eval(), UNet(arch).eval(), 0.5, 0.5,
-                                "supervised", {}, [])
+                                "supervised", "all", {}, [])
         folder = tmp_path_factory.mktemp("tiny-model") / "model"
         write_model_folder(folder, trained, TrainOptions(arch=arch, name="tiny"), "test",
                            version="0")

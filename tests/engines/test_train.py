@@ -183,8 +183,22 @@ def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
     assert best_f1_threshold(scores, truth, np.array([0, 2, 0])) == (0.55, 1.0)
 
 
+def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
+    from engines.train import choose_verdict
+
+    scores = np.array([0.9, 0.2, 0.5])
+    truth = np.array([1, 1, 0])
+    # The U-Net finds the artifact the detector scored low: every frame is segmented.
+    assert choose_verdict(scores, truth, np.array([0, 2, 0]), "auto") == ("all", 0.55, 1.0)
+    # It finds specks in the clean frame as well: the verdict is no better, so flagged only.
+    assert choose_verdict(scores, truth, np.array([1, 2, 1]), "auto") == ("flagged", 0.05, 0.8)
+    # Asked for, a mode is kept whatever validation says.
+    assert choose_verdict(scores, truth, np.array([1, 2, 1]), "all")[0] == "all"
+
+
 def test_the_card_says_which_frames_the_segmenter_runs_on(tiny_models, tiny_dataset, tmp_path):
-    assert load_model(tiny_models["supervised"]).card.segment == "all"
-    out = tmp_path / "gated"
-    assert main(train_args(tiny_dataset, out, mode="supervised", extra=("--segment", "flagged"))) == 0
-    assert load_model(out).card.segment == "flagged"
+    assert load_model(tiny_models["supervised"]).card.segment in ("all", "flagged")
+    for segment in ("flagged", "all"):
+        out = tmp_path / segment
+        assert main(train_args(tiny_dataset, out, mode="supervised", extra=("--segment", segment))) == 0
+        assert load_model(out).card.segment == segment
