@@ -131,13 +131,14 @@ def naive_loop(engine, bundle, config: Config, root: Path, paths: list[Path], wo
     journal = Journal(work / "naive.sqlite")
     decode = DecodeOptions.from_config(config.input, config.metadata)
     options = postprocess_options(config, bundle)
+    every = segment_all(config, bundle)
     started = time.perf_counter()
     for path in paths:
         frame = read_frame(ReadyFile(path, key_of(root, path), time.monotonic()), decode)
         batch = frame.pixels[None]
         score = float(engine.detect(batch)[0])
         labels, artifacts, fraction, count = np.zeros(frame.pixels.shape, np.uint16), {}, 0.0, 0
-        if segment_all(config, bundle) or score >= bundle.card.detect_threshold:
+        if every or score >= bundle.card.detect_threshold:
             found = postprocess(engine.segment(batch)[0], frame.pixels, options, frame.meta.pixel_size_um)
             labels, artifacts, fraction, count = found.labels, found.artifacts, found.area_fraction, found.n_artifacts
         flagged = frame_flagged(score, count, bundle.card.detect_threshold)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from engines.modelcard import SEGMENT_MODES
+
 
 class ConfigError(ValueError):
     """Raised with a message naming the offending key and what was expected."""
@@ -76,7 +78,7 @@ class ModelConfig:
     def check(self) -> None:
         _choice("model.backend", self.backend, ("auto", "onnxruntime", "torch", "tensorrt"))
         _choice("model.precision", self.precision, ("fp32", "fp16", "bf16", "int8"))
-        _choice("model.segment", self.segment, ("model", "flagged", "all"))
+        _choice("model.segment", self.segment, ("model", *SEGMENT_MODES))
         _positive("model.threads", self.threads, allow_zero=True)
 
 

@@ -27,7 +27,7 @@ from daemon.metadata import check_regex
 from daemon.metrics import Metrics
 from daemon.notify import SystemdNotifier
 from daemon.pipeline import Pipeline, PipelineParts
-from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.modelcard import ModelBundle, ModelError, load_model, segments_every_frame
 from engines.postprocess import PostprocessOptions
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ def postprocess_options(config: Config, bundle: ModelBundle) -> PostprocessOptio
 
 def segment_all(config: Config, bundle: ModelBundle) -> bool:
     """Whether the segmenter runs on every frame: as configured, or as the model card says."""
-    mode = bundle.card.segment if config.model.segment == "model" else config.model.segment
-    return mode == "all"
+    override = None if config.model.segment == "model" else config.model.segment
+    return segments_every_frame(bundle.card, override)
 
 
 class Service:

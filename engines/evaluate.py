@@ -22,7 +22,14 @@ from tqdm import tqdm
 
 from engines.baselines import adaptive_baseline, otsu_baseline
 from engines.dataset import Dataset, DatasetError, load_dataset
-from engines.modelcard import SEGMENT_MODES, ModelBundle, ModelError, frame_flagged, load_model
+from engines.modelcard import (
+    SEGMENT_MODES,
+    ModelBundle,
+    ModelError,
+    frame_flagged,
+    load_model,
+    segments_every_frame,
+)
 from engines.postprocess import PostprocessOptions, label, postprocess
 from engines.scoring import (
     AP_THRESHOLDS,
@@ -57,7 +64,7 @@ def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
 
     engine = create_engine(bundle, backend=backend, threads=threads)
     card = bundle.card
-    segment_all = (segment or card.segment) == "all"
+    segment_all = segments_every_frame(card, segment)
     options = PostprocessOptions(threshold=card.segment_threshold, min_area_px=card.min_area_px)
     run = MethodRun(f"artifactd ({card.mode})")
     try:

@@ -26,6 +26,11 @@ def frame_flagged(score: float, n_artifacts: int, detect_threshold: float) -> bo
     return bool(score >= detect_threshold or n_artifacts > 0)
 
 
+def segments_every_frame(card: ModelCard, override: str | None = None) -> bool:
+    """Whether the segmenter runs on every frame: as `override` says, else as the card says."""
+    return (override or card.segment) == "all"
+
+
 class ModelError(ValueError):
     """A model folder is missing a file or its card is invalid."""
 

@@ -14,9 +14,9 @@ output already exists, so an interrupted recipe continues where it stopped:
    vignetting looked like out-of-focus dirt, and whole fields lit up (held-out pixel IoU
    0.41 -> 0.60). A fifth goes over the same frames with interference-fringe augmentation
    (engines/augment.py): fringes of under 1 % had been segmented as dirt over half a field
-   (0.60 -> 0.73). A sixth trains nothing: it chooses the thresholds again for the U-Net on
-   every frame (--segment all), where large faint dirt that the detector scores low is still
-   segmented (0.73 -> 0.78).
+   (0.60 -> 0.73). A sixth trains nothing: it chooses the segment mode and thresholds again
+   (--segment auto chose the U-Net on every frame), where large faint dirt that the detector
+   scores low is still segmented (0.73 -> 0.78).
    Weak mode (labels only) trains its U-Net from scratch on the 1080 x 1080 frames. The
    detector learns from image labels alone in either mode, so the weak run takes the
    supervised run's detector (--detector-from) instead of training the same thing twice.
@@ -68,9 +68,10 @@ STAGES = (
     (("supervised",), "train-1080",
      ["--segmenter-steps", "1200", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
       "--learning-rate", "5e-4", "--seed", "4"], True),
-    # No training: both networks as they are, thresholds chosen again on the same validation
-    # split for the service's verdict with the U-Net on every frame (--segment all, the
-    # default): large faint dirt the detector scores low is then segmented, and flagged.
+    # No training: both networks as they are, segment mode and thresholds chosen again on the
+    # same validation split for the service's verdict (--segment auto, the default, chose the
+    # U-Net on every frame): large faint dirt the detector scores low is then segmented, and
+    # flagged.
     (("supervised",), "train-1080", ["--segmenter-steps", "0", "--seed", "4"], True),
     # Weak mode: labels only. The U-Net learns from scratch on the deployment-size frames, from
     # ScoreCAM pseudo-masks of the supervised run's detector (which learnt from labels alone).
