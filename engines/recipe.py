@@ -136,7 +136,8 @@ def train(work: Path, data: Path, mode: str, stage: int, log: list[str]) -> Path
             args += ["--detector-from", str(model_path(work, "supervised", stage - 1))]
     else:  # the detector of the latest supervised stage
         latest = max(i for i in range(stage + 1) if "supervised" in STAGES[i][0])
-        args += ["--detector-from", str(model_path(work, "supervised", latest))]
+        args += ["--detector-from", str(model_path(work, "supervised", latest)),
+                 "--cam-cache", str(work / "cam-cache")]  # stages with one detector share maps
     earlier = [i for i in range(stage) if mode in STAGES[i][0]]
     if earlier:  # continue from this mode's most recent stage
         args += ["--init", str(model_path(work, mode, earlier[-1]))]

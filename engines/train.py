@@ -17,6 +17,7 @@ beside it in <out>.checkpoints/ and are removed after success.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import shutil
 import warnings
@@ -56,6 +57,9 @@ class TrainOptions:
     device: str = "auto"
     checkpoint_every: int = 100
     cam_top_k: int = 32
+    # Folder of ScoreCAM maps kept between runs: the maps are the slow part of weak mode, and
+    # a later stage with the same detector and frames needs the same ones.
+    cam_cache: Path | None = None
     min_area_px: int = 40
     # Frames the segmenter runs on in service: "all", "flagged", or "auto" (the one whose
     # verdict has the better image F1 on validation); validation chooses the detector
@@ -337,16 +341,58 @@ def pooled_iou(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
     return inter / union if union else 1.0
 
 
+class CamCache:
+    """ScoreCAM maps on disk, one file per (detector weights, frame, top-k); no folder, no cache.
+
+    Files are written under a temporary name and renamed, so an interrupted run leaves only
+    whole maps behind."""
+
+    def __init__(self, folder: Path | None, detector: Detector, top_k: int) -> None:
+        self.folder = folder
+        digest = hashlib.sha256(str(top_k).encode())
+        for name, tensor in sorted(detector.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        self.detector_key = digest.hexdigest()[:16]
+
+    def _path(self, image: np.ndarray) -> Path:
+        frame = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:24]
+        return self.folder / self.detector_key / f"{frame}.npy"
+
+    def get(self, image: np.ndarray) -> np.ndarray | None:
+        if self.folder is None or not self._path(image).is_file():
+            return None
+        try:
+            cam = np.load(self._path(image))
+        except (OSError, ValueError):  # a damaged file is made again
+            return None
+        return cam if cam.shape == image.shape[-2:] else None
+
+    def put(self, image: np.ndarray, cam: np.ndarray) -> None:
+        if self.folder is None:
+            return
+        path = self._path(image)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            np.save(f, cam.astype(np.float32))
+        tmp.replace(path)
+
+
 def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, val_idx: np.ndarray,
                  options: TrainOptions, device: torch.device, notes: list[str]) -> dict[int, np.ndarray]:
     """ScoreCAM pseudo-masks for artifact frames, empty masks for clean ones."""
     multiple = pad_multiple(options.arch)
     artifact = [int(i) for i in np.concatenate([train_idx, val_idx]) if dataset.samples[i].label == 1]
     cams, evidence = {}, {}
+    cache = CamCache(options.cam_cache, detector, options.cam_top_k)
     for i in tqdm(artifact, desc="scorecam", unit="frame"):
         image = dataset.samples[i].image
-        x = to_tensor([image], multiple)[0].to(device)
-        cams[i] = scorecam(detector, x, top_k=options.cam_top_k)[: image.shape[-2], : image.shape[-1]]
+        cams[i] = cache.get(image)
+        if cams[i] is None:
+            x = to_tensor([image], multiple)[0].to(device)
+            cams[i] = scorecam(detector, x, top_k=options.cam_top_k)[: image.shape[-2], : image.shape[-1]]
+            cache.put(image, cams[i])
         evidence[i] = image_evidence(image)
     judged = [i for i in val_idx if dataset.samples[i].mask is not None and i in cams]
     rule = PseudoMaskRule()
@@ -490,6 +536,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-from", type=Path,
                         help="use this model folder's detector as is and train only the segmenter")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    parser.add_argument("--cam-cache", type=Path,
+                        help="weak mode: folder keeping ScoreCAM maps for later runs with the "
+                             "same detector and frames (the slow part of weak training)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -504,7 +553,7 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, crop=args.crop, focus=args.focus,
         learning_rate=args.learning_rate, segment=args.segment,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, name=args.name,
-        init=args.init, detector_from=args.detector_from,
+        init=args.init, detector_from=args.detector_from, cam_cache=args.cam_cache,
         arch=replace(Architecture(), in_channels=args.channels),
     )
     checkpoints = Checkpoints(out.with_name(out.name + ".checkpoints"))

@@ -16,7 +16,7 @@ from engines.dataset import load_dataset, split
 from engines.export import load_torch_models
 from engines.modelcard import load_model
 from engines.synth import SynthOptions, frame_for
-from engines.train import Checkpoints, TrainOptions, bce_dice_loss, main, train_models
+from engines.train import CamCache, Checkpoints, TrainOptions, bce_dice_loss, main, train_models
 from tests.engines.cli import train_args
 
 
@@ -202,3 +202,45 @@ def test_the_card_says_which_frames_the_segmenter_runs_on(tiny_models, tiny_data
         out = tmp_path / segment
         assert main(train_args(tiny_dataset, out, mode="supervised", extra=("--segment", segment))) == 0
         assert load_model(out).card.segment == segment
+
+
+def test_scorecam_maps_are_kept_for_a_later_run_with_the_same_detector(
+        tiny_dataset, tiny_models, tmp_path, monkeypatch):
+    """--cam-cache: the second weak run with the same detector and frames reads every map
+    back instead of computing it, and trains the same U-Net from them."""
+    cache = tmp_path / "cams"
+    extra = ("--detector-from", str(tiny_models["supervised"]), "--cam-cache", str(cache),
+             "--seed", "7")
+    assert main(train_args(tiny_dataset, tmp_path / "first", mode="weak", extra=extra)) == 0
+    maps = sorted(cache.glob("*/*.npy"))
+    artifact_frames = sum(line.endswith(",artifact")
+                          for line in (tiny_dataset / "labels.csv").read_text().splitlines())
+    assert len(maps) == artifact_frames
+    assert not list(cache.glob("*/*.tmp"))
+
+    def no_scorecam(*args, **kwargs):
+        raise AssertionError("ScoreCAM ran although its map was in the cache")
+
+    monkeypatch.setattr("engines.train.scorecam", no_scorecam)
+    assert main(train_args(tiny_dataset, tmp_path / "second", mode="weak", extra=extra)) == 0
+    first = torch.load(tmp_path / "first" / "segmenter.pt", weights_only=True)
+    second = torch.load(tmp_path / "second" / "segmenter.pt", weights_only=True)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_cam_cache_is_per_detector_and_makes_damaged_maps_again(tiny_models, tmp_path):
+    folder = tiny_models["weak"]
+    detectors = {"weak": load_torch_models(folder, load_model(folder).card)[0],
+                 "other": load_torch_models(folder, load_model(folder).card)[0]}
+    with torch.no_grad():
+        next(detectors["other"].parameters()).add_(1e-3)  # another detector, however close
+    caches = {mode: CamCache(tmp_path, d, top_k=32) for mode, d in detectors.items()}
+    assert caches["weak"].detector_key != caches["other"].detector_key
+    image = np.arange(64 * 64, dtype=np.uint16).reshape(1, 64, 64)
+    cam = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    caches["weak"].put(image, cam)
+    assert np.array_equal(caches["weak"].get(image), cam)
+    assert caches["other"].get(image) is None
+    assert CamCache(None, detectors["weak"], top_k=32).get(image) is None
+    next(tmp_path.glob("*/*.npy")).write_bytes(b"truncated")
+    assert caches["weak"].get(image) is None
