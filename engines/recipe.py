@@ -76,7 +76,7 @@ STAGES = (
     # Weak mode: labels only. The U-Net learns from scratch on the deployment-size frames, from
     # ScoreCAM pseudo-masks of the supervised run's detector (which learnt from labels alone).
     (("weak",), "train-1080",
-     ["--segmenter-steps", "2500", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
+     ["--segmenter-steps", "4500", "--crop", "512", "--batch-size", "4", "--focus", "0.2",
       "--learning-rate", "1e-3", "--seed", "4", "--segment", "all"], False),
     # No training: the segment mode chosen on validation (--segment auto, the default). This
     # U-Net finds specks in clean frames, so segmenting every frame made its verdict worse.
