@@ -33,6 +33,7 @@ from tqdm import tqdm
 from engines import __version__
 from engines.augment import augment
 from engines.dataset import Dataset, DatasetError, load_dataset, split
+from engines.files import replace_atomically
 from engines.modelcard import SEGMENT_MODES, frame_flagged
 from engines.models import Architecture, Detector, UNet, pad_multiple
 from engines.postprocess import PostprocessOptions, postprocess
@@ -344,8 +345,7 @@ def pooled_iou(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
 class CamCache:
     """ScoreCAM maps on disk, one file per (detector weights, frame, top-k); no folder, no cache.
 
-    Files are written under a temporary name and renamed, so an interrupted run leaves only
-    whole maps behind."""
+    Files are replaced atomically, so an interrupted run leaves only whole maps behind."""
 
     def __init__(self, folder: Path | None, detector: Detector, top_k: int) -> None:
         self.folder = folder
@@ -360,11 +360,11 @@ class CamCache:
         return self.folder / self.detector_key / f"{frame}.npy"
 
     def get(self, image: np.ndarray) -> np.ndarray | None:
-        if self.folder is None or not self._path(image).is_file():
+        if self.folder is None:
             return None
         try:
             cam = np.load(self._path(image))
-        except (OSError, ValueError):  # a damaged file is made again
+        except (OSError, ValueError):  # missing, or damaged: made again
             return None
         return cam if cam.shape == image.shape[-2:] else None
 
@@ -373,10 +373,12 @@ class CamCache:
             return
         path = self._path(image)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            np.save(f, cam.astype(np.float32))
-        tmp.replace(path)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a handle: np.save would add ".npy" to the name
+                np.save(f, cam.astype(np.float32))
+
+        replace_atomically(path, write)
 
 
 def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, val_idx: np.ndarray,
