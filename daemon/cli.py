@@ -34,8 +34,25 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(_module=module)
         if name == chosen:
-            importlib.import_module(module).add_arguments(command)
+            load_command(name, module).add_arguments(command)
     return parser
+
+
+# Commands whose module needs an optional extra, and the extra that brings it.
+EXTRAS = {"train": "train", "eval": "train", "engines": "gpu"}
+
+
+def load_command(name: str, module: str):
+    """The command's module, or one sentence saying which extra to install (never a traceback)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get(name)
+        if extra is None or exc.name is None or exc.name.startswith(("daemon", "engines")):
+            raise
+        hint = "pip install torch==2.13.0 first on a CPU machine, then " if extra == "train" else ""
+        raise SystemExit(f"artifactd {name} needs {exc.name!r}, which the {extra!r} extra "
+                         f"installs: {hint}pip install 'artifactd[{extra}]'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return int(importlib.import_module(args._module).main(args) or 0)
+    return int(load_command(args.command, args._module).main(args) or 0)
 
 
 if __name__ == "__main__":

@@ -149,14 +149,15 @@ def _pooled(matches) -> float:
 
 
 def markdown_table(results: list[dict]) -> str:
-    head = ("| method | image F1 | image precision | image recall | pixel IoU | Dice | pixel precision "
-            "| pixel recall | object F1 @0.5 | size MAE (px) | small found | s/frame |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| method | image F1 | image precision | image recall | clean false-flag rate "
+            "| pixel IoU | Dice | pixel precision | pixel recall | object F1 @0.5 | size MAE (px) "
+            "| small found | s/frame |")
+    lines = [head, "|" + "---|" * 13]
     for r in results:
         px = r.get("pixel", {})
         cells = [
             r["method"], r["image"]["f1"], r["image"]["precision"], r["image"]["recall"],
-            px.get("iou"), px.get("dice"), px.get("precision"), px.get("recall"),
+            r["image"].get("false_flag_rate"), px.get("iou"), px.get("dice"), px.get("precision"), px.get("recall"),
             r.get("object_f1_iou50"), r.get("size_mae_px"), r.get("small_artifact_found"),
             r["seconds_per_frame"],
         ]

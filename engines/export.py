@@ -89,7 +89,7 @@ def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str, ver
         ),
         segment_threshold=trained.segment_threshold,
         detect_threshold=trained.detect_threshold,
-        min_area_px=options.min_area_px,
+        min_area_px=trained.min_area_px,
         segment=trained.segment,
         training_data_hash=data_hash,
         mode=trained.mode,
@@ -97,6 +97,7 @@ def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str, ver
         evaluation=dict(trained.validation),
         architecture=arch.to_dict(),
         notes=list(trained.notes),
+        familiarity=dict(trained.familiarity),
     )
 
 

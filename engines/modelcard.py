@@ -57,6 +57,8 @@ class ModelCard:
     evaluation: dict[str, float] = field(default_factory=dict)
     architecture: dict = field(default_factory=dict)  # engines.models.Architecture fields
     notes: list[str] = field(default_factory=list)  # how training chose what it chose
+    # The training frames' appearance statistics (engines.familiarity); empty: not known.
+    familiarity: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -86,7 +88,7 @@ class ModelBundle:
 
 def load_model(folder: str | Path | None = None) -> ModelBundle:
     """Load and check a model folder; `None` or "default" means the shipped default model."""
-    folder = DEFAULT_MODEL_DIR if folder in (None, "default") else Path(folder)
+    folder = DEFAULT_MODEL_DIR if folder is None or str(folder) == "default" else Path(folder)
     card_path = folder / "model.json"
     if not card_path.is_file():
         raise ModelError(f"model folder {folder}: expected a model.json card, found none")

@@ -15,6 +15,7 @@ labelled first with 8-connectivity, as `engines.postprocess.label` does for the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ def image_scores(pred_flags: np.ndarray, true_flags: np.ndarray) -> dict[str, fl
 
     >>> scores = image_scores(np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1]))
     >>> {name: round(value, 3) for name, value in scores.items()}
-    {'precision': 0.667, 'recall': 0.667, 'f1': 0.667, 'accuracy': 0.6}
+    {'precision': 0.667, 'recall': 0.667, 'f1': 0.667, 'accuracy': 0.6, 'false_flag_rate': 0.5}
     """
     pred, truth = np.asarray(pred_flags) != 0, np.asarray(true_flags) != 0
     _check_same_shape(pred, truth)
@@ -170,6 +171,9 @@ def image_scores(pred_flags: np.ndarray, true_flags: np.ndarray) -> dict[str, fl
         "recall": _ratio(c.tp, c.tp + c.fn, empty),
         "f1": _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn, empty),
         "accuracy": (c.tp + c.tn) / pred.size,
+        # Share of clean frames flagged: what decides whether a screen keeps the service on,
+        # since ~90 % of real fields are clean. NaN when no frame is clean.
+        "false_flag_rate": c.fp / (c.fp + c.tn) if c.fp + c.tn else math.nan,
     }
 
 

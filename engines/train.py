@@ -21,6 +21,7 @@ import hashlib
 import logging
 import shutil
 import warnings
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from engines import __version__
 from engines.augment import augment
 from engines.dataset import Dataset, DatasetError, load_dataset, split
+from engines.familiarity import Familiarity, appearance
 from engines.files import replace_atomically
 from engines.modelcard import SEGMENT_MODES, frame_flagged
 from engines.models import Architecture, Detector, UNet, pad_multiple
@@ -61,7 +63,9 @@ class TrainOptions:
     # Folder of ScoreCAM maps kept between runs: the maps are the slow part of weak mode, and
     # a later stage with the same detector and frames needs the same ones.
     cam_cache: Path | None = None
-    min_area_px: int = 40
+    min_area_px: int = 40  # the smallest minimum area validation considers
+    # Share of clean validation frames the chosen verdict may flag: a screen is ~90 % clean.
+    max_false_flag_rate: float = 0.03
     # Frames the segmenter runs on in service: "all", "flagged", or "auto" (the one whose
     # verdict has the better image F1 on validation); validation chooses the detector
     # threshold for it (engines.modelcard.frame_flagged).
@@ -73,6 +77,10 @@ class TrainOptions:
 
 
 DEFAULTS = TrainOptions()
+# Fine-tuning (--init) starts from networks that already know artifacts, so it needs far fewer
+# steps: on ~100 frames of 1024 x 1024 this fits in about 5 minutes on a 2-core CPU, where the
+# detector (full frames, ~1 s a step) and ScoreCAM (~1.3 s per artifact frame) take most of it.
+FINE_TUNE_STEPS = {"detector": 150, "segmenter": 600}
 # Candidate pixel thresholds chosen among on validation. The high end matters: a U-Net trained
 # on artifact-rich crops is over-confident on whole frames.
 SEGMENT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -88,6 +96,8 @@ class TrainedModels:
     segment: str  # frames the segmenter runs on: "all" | "flagged"
     validation: dict[str, float]
     notes: list[str]
+    familiarity: dict = field(default_factory=dict)  # engines.familiarity statistics
+    min_area_px: int = 40  # chosen on validation with the thresholds
 
 
 def pick_device(name: str) -> torch.device:
@@ -224,7 +234,8 @@ def fit(
     """The training loop both models share: Adam, cosine decay, checkpoints, progress bar."""
     optimiser = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     gen = torch.Generator().manual_seed(options.seed)
-    rng = np.random.default_rng([options.seed, hash(stage) % 2**31])
+    # crc32, not hash(): Python salts str hashes per process, and one seed must give one model.
+    rng = np.random.default_rng([options.seed, zlib.crc32(stage.encode())])
     start = checkpoints.restore(stage, model, optimiser, gen, rng)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1), last_epoch=-1)
     with warnings.catch_warnings():  # fast-forwarding the schedule on resume is intended
@@ -321,18 +332,29 @@ def predict(model: nn.Module, image: np.ndarray, multiple: int, device: torch.de
 # ---------------------------------------------------------------------------- choices on validation
 
 
-def best_f1_threshold(scores: np.ndarray, truth: np.ndarray,
-                      found: np.ndarray | None = None) -> tuple[float, float]:
-    """The detector threshold with the best image F1 of the verdict `frame_flagged` gives;
-    `found` holds the segmenter's artifact count per frame (zeros: the detector alone)."""
+def best_f1_threshold(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | None = None,
+                      max_false_flag_rate: float = 1.0) -> tuple[float, float]:
+    """The detector threshold with the best image F1 of the verdict `frame_flagged` gives,
+    among those flagging at most `max_false_flag_rate` of the clean frames (where none does:
+    the one flagging fewest); `found` holds the segmenter's artifact count per frame (zeros:
+    the detector alone)."""
+    return verdict_quality(scores, truth, found, max_false_flag_rate)[:2]
+
+
+def verdict_quality(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | None,
+                    max_false_flag_rate: float) -> tuple[float, float, float]:
+    """(threshold, image F1, clean-field false-flag rate) of the best detector threshold."""
     found = np.zeros(len(scores), dtype=np.int64) if found is None else found
-    best = (0.5, -1.0)
+    clean = max(1, int(np.sum(truth == 0)))
+    best, best_key = (0.5, -1.0, 1.0), None
     for t in np.arange(0.05, 0.96, 0.05):
         flagged = np.array([frame_flagged(s, n, t) for s, n in zip(scores, found, strict=True)])
         tp = np.sum(flagged & (truth == 1))
         f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())
-        if f1 > best[1]:
-            best = (float(round(t, 2)), float(f1))
+        ffr = np.sum(flagged & (truth == 0)) / clean
+        key = (ffr <= max_false_flag_rate + 1e-9, f1 if ffr <= max_false_flag_rate + 1e-9 else -ffr, f1)
+        if best_key is None or key > best_key:
+            best, best_key = (float(round(t, 2)), float(f1), float(ffr)), key
     return best
 
 
@@ -430,13 +452,14 @@ def segmenter_targets(dataset: Dataset, detector: Detector, mode: str, train_idx
 
 
 def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,
-             options: TrainOptions, device: torch.device) -> tuple[str, float, float, dict[str, float]]:
-    """Segment mode and thresholds chosen on the validation split, for the model as the
-    service runs it.
+             options: TrainOptions, device: torch.device) -> Verdict:
+    """Segment mode, thresholds and minimum artifact area chosen on the validation frames, for
+    the model as the service runs it.
 
-    The pixel threshold maximises pooled IoU over the frames with masks (every one segmented);
-    the detector threshold then maximises image F1 of the service's verdict, which with
-    `segment = "all"` also counts frames where the segmenter found an artifact.
+    The pixel threshold maximises pooled IoU over the frames with masks (every one segmented).
+    Then, per segment mode and minimum area, the detector threshold with the best image F1 of
+    the service's verdict among those flagging at most `max_false_flag_rate` of the clean
+    frames: most real fields are clean, and a service that flags them is switched off.
     """
     detector, segmenter = models
     multiple = pad_multiple(options.arch)
@@ -451,25 +474,62 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
         by_t = {t: pooled_iou([probs[k] >= t for k in masked], truths) for t in SEGMENT_THRESHOLDS}
         segment_t = max(by_t, key=by_t.get)
         results["val_pixel_iou"] = round(by_t[segment_t], 4)
-    post = PostprocessOptions(threshold=segment_t, min_area_px=options.min_area_px)
-    found = np.array([postprocess(p, None, post).n_artifacts for p in probs])
-    segment, detect_t, f1 = choose_verdict(scores, dataset.labels[val_idx], found, options.segment)
-    results["val_image_f1"] = round(f1, 4)
-    return segment, detect_t, segment_t, results
+    found = {area: np.array([postprocess(p, None, PostprocessOptions(threshold=segment_t,
+                                                                     min_area_px=area)).n_artifacts
+                             for p in probs])
+             for area in min_area_candidates(options.min_area_px)}
+    verdict = choose_verdict(scores, dataset.labels[val_idx], found, options.segment,
+                             options.max_false_flag_rate)
+    results["val_image_f1"] = round(verdict.f1, 4)
+    results["val_false_flag_rate"] = round(verdict.false_flag_rate, 4)
+    return replace(verdict, segment_threshold=segment_t, validation=results)
 
 
-def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray,
-                   segment: str) -> tuple[str, float, float]:
-    """(segment mode, detector threshold, image F1): for "auto", "all" only where the U-Net's
-    findings on every frame make the verdict better than the detector alone (a U-Net trained
-    on pseudo-masks may find specks in clean frames; one trained on masks finds faint dirt)."""
-    options = {"flagged": np.zeros_like(found), "all": found}
+def min_area_candidates(least: int) -> tuple[int, ...]:
+    """Minimum artifact areas validation chooses among: a U-Net that finds specks in clean
+    fields of an unfamiliar plate is quieted by a larger one."""
+    return (least, 2 * least, 4 * least, 8 * least)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How the service turns the networks' outputs into a flag, as validation chose it."""
+
+    segment: str
+    detect_threshold: float
+    min_area_px: int
+    f1: float
+    false_flag_rate: float
+    segment_threshold: float = 0.5
+    validation: dict[str, float] = field(default_factory=dict)
+
+
+def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | dict[int, np.ndarray],
+                   segment: str, max_false_flag_rate: float = 1.0) -> Verdict:
+    """For "auto", "all" only where the U-Net's findings on every frame make the verdict
+    better than the detector alone (a U-Net trained on pseudo-masks may find specks in clean
+    frames; one trained on masks finds faint dirt). `found` is the segmenter's artifact count
+    per frame, or such counts per candidate minimum area. Choices meeting the false-flag cap
+    come first, then the better F1; ties go to the first: "flagged" (less work), smaller area."""
+    by_area = found if isinstance(found, dict) else {40: found}
+    smallest = min(by_area)
     modes = ("flagged", "all") if segment == "auto" else (segment,)
-    chosen = [(mode, *best_f1_threshold(scores, truth, options[mode])) for mode in modes]
-    return max(chosen, key=lambda c: c[2])  # ties: the first, "flagged" (less work)
+    chosen, best_key = None, None
+    for mode in modes:
+        for area, counts in sorted(by_area.items()):
+            if mode == "flagged" and area != smallest:
+                continue  # only the U-Net's findings on every frame change the verdict
+            counted = counts if mode == "all" else np.zeros_like(counts)
+            t, f1, ffr = verdict_quality(scores, truth, counted, max_false_flag_rate)
+            meets = ffr <= max_false_flag_rate + 1e-9
+            key = (meets, f1 if meets else -ffr, f1)
+            if best_key is None or key > best_key:
+                chosen, best_key = Verdict(mode, t, area, f1, ffr), key
+    return chosen
 
 
-def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints) -> TrainedModels:
+def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints,
+                 validation: Dataset | None = None) -> TrainedModels:
     torch.manual_seed(options.seed)
     device = pick_device(options.device)
     mode = resolve_mode(dataset, options.mode)
@@ -499,10 +559,26 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
     else:
         targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device, notes)
         segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
-    segment, detect_t, segment_t, results = validate(dataset, (detector, segmenter), val_idx, options, device)
-    if options.segment == "auto":
-        notes.append(f"segment {segment}: the better image F1 on validation")
-    return TrainedModels(detector, segmenter, detect_t, segment_t, mode, segment, results, notes)
+    judge, judged_idx = dataset, val_idx
+    if validation is not None:  # thresholds chosen on another domain's frames
+        judge, judged_idx = validation, np.arange(len(validation.samples))
+        notes.append(f"thresholds chosen on {len(judged_idx)} separate validation frames")
+    verdict = validate(judge, (detector, segmenter), judged_idx, options, device)
+    notes.append(f"segment {verdict.segment}, minimum area {verdict.min_area_px} px, detector "
+                 f"threshold {verdict.detect_threshold}: the best validation image F1 "
+                 f"({verdict.f1:.3f}) flagging at most {options.max_false_flag_rate:.0%} of "
+                 f"clean frames (flagged {verdict.false_flag_rate:.1%})")
+    familiarity = training_appearance(dataset, train_idx)
+    return TrainedModels(detector, segmenter, verdict.detect_threshold, verdict.segment_threshold,
+                         mode, verdict.segment, verdict.validation, notes, familiarity,
+                         verdict.min_area_px)
+
+
+def training_appearance(dataset: Dataset, train_idx: np.ndarray) -> dict:
+    """What the training frames look like, so the service can tell frames unlike them."""
+    vectors = [appearance(dataset.samples[i].image) for i in tqdm(train_idx, desc="appearance",
+                                                                  unit="frame")]
+    return Familiarity.fit(np.array(vectors)).to_dict()
 
 
 # ---------------------------------------------------------------------------- command line
@@ -514,9 +590,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", type=Path, help="folder of pixel masks under the same relative paths")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--mode", choices=("auto", "weak", "supervised"), default="auto")
-    parser.add_argument("--detector-steps", type=int, default=DEFAULTS.detector_steps)
-    parser.add_argument("--segmenter-steps", type=int, default=DEFAULTS.segmenter_steps,
-                        help="0 keeps the U-Net of --init as it is and trains only the detector")
+    parser.add_argument("--detector-steps", type=int,
+                        help=f"default {DEFAULTS.detector_steps}, or {FINE_TUNE_STEPS['detector']} "
+                             "when fine-tuning (--init)")
+    parser.add_argument("--segmenter-steps", type=int,
+                        help=f"default {DEFAULTS.segmenter_steps}, or {FINE_TUNE_STEPS['segmenter']} "
+                             "when fine-tuning (--init); 0 keeps the U-Net of --init as it is")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop)
     parser.add_argument("--focus", type=float, default=DEFAULTS.focus,
@@ -533,11 +612,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=1, help="input channels per frame")
     parser.add_argument("--name", default=DEFAULTS.name, help="model name in its card")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/")
-    parser.add_argument("--init", type=Path,
-                        help="start from this model folder's networks (e.g. fine-tune the default model)")
-    parser.add_argument("--detector-from", type=Path,
+    parser.add_argument("--init",
+                        help="start from this model folder's networks: 'default' is the shipped "
+                             "model (fine-tuning it on ~100 labelled frames takes minutes)")
+    parser.add_argument("--detector-from",
                         help="use this model folder's detector as is and train only the segmenter")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    parser.add_argument("--val-frames", type=Path,
+                        help="choose thresholds on these frames (e.g. another instrument or cell "
+                             "line) instead of a split of the training frames")
+    parser.add_argument("--val-labels", type=Path, help="labels CSV of --val-frames")
+    parser.add_argument("--val-masks", type=Path, help="pixel masks of --val-frames")
+    parser.add_argument("--max-false-flag-rate", type=float, default=DEFAULTS.max_false_flag_rate,
+                        help="share of clean validation frames the chosen verdict may flag "
+                             f"(default {DEFAULTS.max_false_flag_rate})")
+    parser.add_argument("--mixed-bit-depths", action="store_true",
+                        help="accept frames of different pixel types (uint8 and uint16) together")
     parser.add_argument("--cam-cache", type=Path,
                         help="weak mode: folder keeping ScoreCAM maps for later runs with the "
                              "same detector and frames (the slow part of weak training)")
@@ -550,20 +640,29 @@ def main(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         logger.error("%s already holds a model; pass --overwrite to replace it", out)
         return 2
+    steps = FINE_TUNE_STEPS if args.init is not None else {
+        "detector": DEFAULTS.detector_steps, "segmenter": DEFAULTS.segmenter_steps}
     options = TrainOptions(
-        mode=args.mode, detector_steps=args.detector_steps, segmenter_steps=args.segmenter_steps,
+        mode=args.mode,
+        detector_steps=steps["detector"] if args.detector_steps is None else args.detector_steps,
+        segmenter_steps=steps["segmenter"] if args.segmenter_steps is None else args.segmenter_steps,
         batch_size=args.batch_size, crop=args.crop, focus=args.focus,
         learning_rate=args.learning_rate, segment=args.segment,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, name=args.name,
         init=args.init, detector_from=args.detector_from, cam_cache=args.cam_cache,
+        max_false_flag_rate=args.max_false_flag_rate,
         arch=replace(Architecture(), in_channels=args.channels),
     )
     checkpoints = Checkpoints(out.with_name(out.name + ".checkpoints"))
     if not args.resume and checkpoints.folder.exists():
         shutil.rmtree(checkpoints.folder)
     try:
+        for flag, folder in (("--init", args.init), ("--detector-from", args.detector_from)):
+            check_model_folder(flag, folder)
         dataset = load_dataset(args.frames, args.labels, args.masks, in_channels=args.channels)
-        trained = train_models(dataset, options, checkpoints)
+        check_trainable(dataset, args.labels, mixed_bit_depths=args.mixed_bit_depths)
+        validation = validation_set(args)
+        trained = train_models(dataset, options, checkpoints, validation)
     except DatasetError as exc:
         logger.error("%s", exc)
         return 2
@@ -571,3 +670,51 @@ def main(args: argparse.Namespace) -> int:
     shutil.rmtree(checkpoints.folder, ignore_errors=True)
     logger.info("model written to %s (%s mode, validation %s)", out, trained.mode, trained.validation)
     return 0
+
+
+def validation_set(args: argparse.Namespace) -> Dataset | None:
+    if (args.val_frames is None) != (args.val_labels is None):
+        raise DatasetError("--val-frames and --val-labels go together; expected both or neither")
+    if not 0 <= args.max_false_flag_rate <= 1:
+        raise DatasetError(f"--max-false-flag-rate {args.max_false_flag_rate}: expected 0 to 1")
+    if args.val_frames is None:
+        return None
+    validation = load_dataset(args.val_frames, args.val_labels, args.val_masks,
+                              in_channels=args.channels)
+    return validation
+
+
+def check_model_folder(flag: str, folder: str | Path | None) -> None:
+    """A mistyped --init or --detector-from is named before any data is read."""
+    from engines.modelcard import ModelError, load_model
+
+    if folder is None:
+        return
+    try:
+        load_model(folder)
+    except ModelError as exc:
+        raise DatasetError(f"{flag} {folder}: not a model ({exc}); expected 'default' (the "
+                           "shipped model) or a folder written by artifactd train") from None
+
+
+def check_trainable(dataset: Dataset, labels_csv: Path, *, mixed_bit_depths: bool) -> None:
+    """Refuse, by name, data that cannot give a validated model or is most likely a mix-up."""
+    counts = np.bincount(dataset.labels, minlength=2)
+    if counts.min() < 2:
+        raise DatasetError(
+            f"{labels_csv}: {counts[0]} clean and {counts[1]} artifact frames; expected at least "
+            "2 of each, so that one of each can be held back for validation")
+    dtypes: dict[str, list[str]] = {}
+    for sample in dataset.samples:
+        dtypes.setdefault(str(sample.image.dtype), []).append(sample.source)
+    if len(dtypes) > 1 and not mixed_bit_depths:
+        rare = min(dtypes, key=lambda d: len(dtypes[d]))
+        common = max(dtypes, key=lambda d: len(dtypes[d]))
+        raise DatasetError(
+            f"{dataset_path(labels_csv, dtypes[rare][0])} is {rare} but {len(dtypes[common])} "
+            f"other frames are {common}; expected one bit depth (pass --mixed-bit-depths if "
+            "the mix is intended)")
+
+
+def dataset_path(labels_csv: Path, source: str) -> str:
+    return f"{source} (listed in {labels_csv})"

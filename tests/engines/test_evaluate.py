@@ -23,7 +23,7 @@ def test_eval_writes_json_markdown_and_plot_with_baselines(tiny_models, tmp_path
     methods = [r["method"] for r in report["results"]]
     assert methods == ["artifactd (supervised)", "global Otsu", "local adaptive threshold"]
     for result in report["results"]:
-        assert set(result["image"]) == {"precision", "recall", "f1", "accuracy"}
+        assert set(result["image"]) == {"precision", "recall", "f1", "accuracy", "false_flag_rate"}
         assert set(result["pixel"]) == {"iou", "dice", "precision", "recall"}
         assert 0.0 <= result["object_f1_iou50"] <= 1.0
         curve = list(result["ap_curve"].values())

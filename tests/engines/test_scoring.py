@@ -184,9 +184,13 @@ def test_image_scores_by_hand():
         "recall": pytest.approx(2 / 3),
         "f1": pytest.approx(2 / 3),
         "accuracy": pytest.approx(4 / 6),
+        "false_flag_rate": pytest.approx(1 / 3),  # 1 of the 3 clean frames flagged
     }
     all_clean = image_scores(np.zeros(3, bool), np.zeros(3, bool))
-    assert all_clean == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "accuracy": 1.0}
+    assert all_clean == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "accuracy": 1.0,
+                         "false_flag_rate": 0.0}
+    no_clean = image_scores(np.ones(2, bool), np.ones(2, bool))
+    assert math.isnan(no_clean["false_flag_rate"])
     with pytest.raises(ValueError, match="at least one frame"):
         image_scores(np.zeros(0, bool), np.zeros(0, bool))
 

@@ -189,11 +189,38 @@ def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
     # The U-Net finds the artifact the detector scored low: every frame is segmented.
-    assert choose_verdict(scores, truth, np.array([0, 2, 0]), "auto") == ("all", 0.55, 1.0)
+    def chosen(found, segment):
+        v = choose_verdict(scores, truth, found, segment)
+        return v.segment, v.detect_threshold, v.f1
+
+    assert chosen(np.array([0, 2, 0]), "auto") == ("all", 0.55, 1.0)
     # It finds specks in the clean frame as well: the verdict is no better, so flagged only.
-    assert choose_verdict(scores, truth, np.array([1, 2, 1]), "auto") == ("flagged", 0.05, 0.8)
+    assert chosen(np.array([1, 2, 1]), "auto") == ("flagged", 0.05, 0.8)
     # Asked for, a mode is kept whatever validation says.
-    assert choose_verdict(scores, truth, np.array([1, 2, 1]), "all")[0] == "all"
+    assert chosen(np.array([1, 2, 1]), "all")[0] == "all"
+
+
+def test_the_verdict_stays_quiet_on_clean_frames_when_asked():
+    from engines.train import choose_verdict
+
+    # A clean frame of an unusual plate scores above two of the artifact frames.
+    scores = np.array([0.97, 0.9, 0.6, 0.58, 0.62, 0.1, 0.1, 0.1])
+    truth = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    loose = choose_verdict(scores, truth, np.zeros(8, int), "flagged")
+    quiet = choose_verdict(scores, truth, np.zeros(8, int), "flagged", max_false_flag_rate=0.0)
+    assert loose.false_flag_rate == 0.25  # best F1 alone flags it to catch the 0.6 and 0.58
+    assert quiet.false_flag_rate == 0 and quiet.detect_threshold > 0.62
+
+
+def test_a_larger_minimum_area_is_chosen_when_specks_flag_clean_frames():
+    from engines.train import choose_verdict
+
+    scores = np.array([0.9, 0.2, 0.1, 0.1])
+    truth = np.array([1, 1, 0, 0])
+    # At 40 px the U-Net finds specks in both clean frames; at 160 px only the real artifact.
+    found = {40: np.array([1, 2, 3, 1]), 80: np.array([1, 1, 1, 1]), 160: np.array([1, 1, 0, 0])}
+    verdict = choose_verdict(scores, truth, found, "all", max_false_flag_rate=0.0)
+    assert (verdict.min_area_px, verdict.f1, verdict.false_flag_rate) == (160, 1.0, 0.0)
 
 
 def test_the_card_says_which_frames_the_segmenter_runs_on(tiny_models, tiny_dataset, tmp_path):
