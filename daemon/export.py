@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 FRAME_CSV_COLUMNS = (
     "source", "plate", "well", "field", "channel", "score", "flagged", "area_fraction",
-    "n_artifacts", "processed_at",
+    "n_artifacts", "unfamiliarity", "processed_at",
 )
 ARTIFACT_CSV_COLUMNS = (
     "source", "label", "area_px", "area_um2", "perimeter_px", "circularity", "eccentricity",

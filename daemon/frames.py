@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class FrameResult:
     area_fraction: float = 0.0
     n_artifacts: int = 0
     processed_at: str = ""  # ISO 8601 UTC
+    # How unlike the model's training frames this one looks (engines.familiarity): ~1 is
+    # familiar, above 2 unfamiliar; NaN when the model card has no statistics.
+    unfamiliarity: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+UNFAMILIARITY_BUCKETS = (0.5, 1, 1.5, 2, 3, 5, 10, 20)
 FRACTION_BUCKETS = (0, 0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
 
 
@@ -63,6 +64,17 @@ class Metrics:
         self.contamination = Gauge(
             "artifactd_contamination", "1 while a contamination alert is firing for a plate.",
             ["plate", "rule"], registry=r,
+        )
+        self.unfamiliarity = Histogram(
+            "artifactd_frame_unfamiliarity",
+            "How unlike the model's training frames each frame looks (1: as familiar as they "
+            "are; above 2: unfamiliar, retraining advised).",
+            buckets=UNFAMILIARITY_BUCKETS, registry=r,
+        )
+        self.unfamiliar_plate = Gauge(
+            "artifactd_plate_unfamiliar",
+            "1 once most of a plate's frames look unlike the model's training frames.",
+            ["plate"], registry=r,
         )
         self.frames_seen = Counter(
             "artifactd_frames_seen", "Frames that arrived (ready on disk or received).",

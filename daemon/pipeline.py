@@ -17,6 +17,7 @@ frames side by side on separate cores go faster than one frame split over all of
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -32,6 +33,7 @@ from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from engines.backends.base import Engine
+from engines.familiarity import Familiarity
 from engines.modelcard import frame_flagged
 from engines.postprocess import PostprocessOptions, postprocess
 
@@ -69,6 +71,7 @@ class PipelineParts:
     detect_threshold: float
     segment_all: bool = False
     sinks: tuple[Sink, ...] = ()
+    familiarity: Familiarity | None = None  # the model's training frames' appearance
 
 
 @dataclass(slots=True)
@@ -309,15 +312,17 @@ class Pipeline:
         frame = item.frame
         intensity = frame.pixels if frame.pixels.ndim == 2 else frame.pixels[0]
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        familiarity = self.parts.familiarity
+        unfamiliarity = familiarity.score(intensity) if familiarity is not None else math.nan
         if item.probability is None:
             empty = np.zeros(intensity.shape, dtype=np.uint16)
             flagged = frame_flagged(item.score, 0, self.parts.detect_threshold)
-            return FrameResult(frame, item.score, flagged, empty, {}, 0.0, 0, stamp)
+            return FrameResult(frame, item.score, flagged, empty, {}, 0.0, 0, stamp, unfamiliarity)
         found = postprocess(item.probability, intensity, self.parts.postprocess, frame.meta.pixel_size_um)
         flagged = frame_flagged(item.score, found.n_artifacts, self.parts.detect_threshold)
         return FrameResult(
             frame, item.score, flagged, found.labels, found.artifacts,
-            found.area_fraction, found.n_artifacts, stamp,
+            found.area_fraction, found.n_artifacts, stamp, unfamiliarity,
         )
 
     @staticmethod
@@ -406,6 +411,8 @@ class Pipeline:
             metrics.frames.labels(outcome="flagged" if result.flagged else "clean").inc()
             metrics.latency.observe(latency)
             metrics.area_fraction.observe(result.area_fraction)
+            if not math.isnan(result.unfamiliarity):
+                metrics.unfamiliarity.observe(result.unfamiliarity)
         for failure in failures:
             metrics.failed.labels(reason=failure.reason).inc()
             logger.warning("%s", failure.message)

@@ -27,6 +27,8 @@ from daemon.metadata import check_regex
 from daemon.metrics import Metrics
 from daemon.notify import SystemdNotifier
 from daemon.pipeline import Pipeline, PipelineParts
+from daemon.unfamiliar import UnfamiliarPlates
+from engines.familiarity import Familiarity
 from engines.modelcard import ModelBundle, ModelError, load_model, segments_every_frame
 from engines.postprocess import PostprocessOptions
 
@@ -137,6 +139,7 @@ class Service:
                 detect_threshold=bundle.card.detect_threshold,
                 segment_all=segment_all(config, bundle),
                 sinks=self._sinks(),
+                familiarity=Familiarity.from_dict(bundle.card.familiarity),
             ),
             config.pipeline,
         )
@@ -159,6 +162,7 @@ class Service:
             webhook.start()
             self._closers.append(lambda: (webhook.stop(), webhook.join()))
             alert_sinks.append(webhook.notify)
+        sinks.append(UnfamiliarPlates(self.metrics))
         if self.config.alerts.enabled:
             from daemon.alerts import ContaminationMonitor
 

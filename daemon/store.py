@@ -124,6 +124,7 @@ FRAME_COLUMNS: dict[str, Any] = {
     "flagged": np.bool_,
     "area_fraction": np.float64,
     "n_artifacts": np.int32,
+    "unfamiliarity": np.float64,  # NaN: the model card has no appearance statistics
     "processed_at": STR,
     "mask_stack": STR,  # "" when no mask was stored (an empty label image)
     "mask_index": np.int64,  # t in that stack; -1 when none
@@ -792,6 +793,7 @@ class ResultsStore:
             f["flagged"].append(bool(r.flagged))
             f["area_fraction"].append(r.area_fraction)
             f["n_artifacts"].append(r.n_artifacts)
+            f["unfamiliarity"].append(r.unfamiliarity)
             f["processed_at"].append(r.processed_at)
             f["mask_stack"].append(stack)
             f["mask_index"].append(index)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from engines.baselines import adaptive_baseline, otsu_baseline
 from engines.dataset import Dataset, DatasetError, load_dataset
+from engines.familiarity import UNFAMILIAR, Familiarity
 from engines.modelcard import (
     SEGMENT_MODES,
     ModelBundle,
@@ -56,6 +57,7 @@ class MethodRun:
     flags: list[bool] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    unfamiliarity: list[float] = field(default_factory=list)  # the model's own runs only
 
 
 def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
@@ -67,6 +69,7 @@ def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
     segment_all = segments_every_frame(card, segment)
     options = PostprocessOptions(threshold=card.segment_threshold, min_area_px=card.min_area_px)
     run = MethodRun(f"artifactd ({card.mode})")
+    familiarity = Familiarity.from_dict(card.familiarity)
     try:
         for sample in tqdm(dataset.samples, desc="model", unit="frame"):
             started = time.perf_counter()
@@ -80,6 +83,8 @@ def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
             run.seconds.append(time.perf_counter() - started)
             run.flags.append(frame_flagged(score, n_artifacts, card.detect_threshold))
             run.labels.append(found)
+            if familiarity is not None:
+                run.unfamiliarity.append(familiarity.score(sample.image))
     finally:
         engine.close()
     return run
@@ -117,6 +122,9 @@ def score_run(run: MethodRun, dataset: Dataset) -> dict:
         result["ap_curve"] = {f"{k:.2f}": v for k, v in ap_curve(preds, truths, AP_THRESHOLDS).items()}
         result.update(small_artifacts(preds, truths, matches))
     result["seconds_per_frame"] = float(np.mean(run.seconds))
+    if run.unfamiliarity:  # how unlike the training frames these are (engines.familiarity)
+        result["unfamiliarity_median"] = float(np.median(run.unfamiliarity))
+        result["unfamiliar_share"] = float(np.mean(np.array(run.unfamiliarity) > UNFAMILIAR))
     return result
 
 

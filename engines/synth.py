@@ -717,9 +717,28 @@ def _measure(canvas: _Canvas, kinds: list[str]) -> tuple[np.ndarray, tuple[Synth
     return mask, objects
 
 
-def frame_for(seed: int, index: int, options: SynthOptions = SynthOptions()) -> SynthFrame:
+# Independently written renderers, each a different idea of how a brightfield image forms, so
+# a model can be trained on some and judged on one it never saw (module: its make_frame).
+RENDERERS = {
+    "halo": "engines.synth",  # this module: round cells with halos, transport-of-intensity relief
+    "wave": "engines.render_wave",  # wave optics: complex transmission, defocus, pupil, sCMOS noise
+    "monolayer": "engines.render_monolayer",  # procedural intensity layers: adherent cells
+    "relief": "engines.render_relief",  # height field under oblique light, Beer-Lambert stain
+}
+
+
+def renderer(name: str) -> Callable[[np.random.Generator, SynthOptions], SynthFrame]:
+    if name not in RENDERERS:
+        raise ValueError(f"renderer {name!r}: expected one of {', '.join(RENDERERS)}")
+    import importlib
+
+    return importlib.import_module(RENDERERS[name]).make_frame
+
+
+def frame_for(seed: int, index: int, options: SynthOptions = SynthOptions(),
+              renderer_name: str = "halo") -> SynthFrame:
     """The frame `index` of the dataset `seed`: the same arguments always give the same arrays."""
-    return make_frame(np.random.default_rng([seed, index]), options)
+    return renderer(renderer_name)(np.random.default_rng([seed, index]), options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -741,7 +760,8 @@ def _write_tiff(path: Path, array: np.ndarray, pixel_size_um: float) -> None:
 
 
 def write_dataset(
-    out: Path, count: int, seed: int, options: SynthOptions = SynthOptions(), *, progress: bool = True
+    out: Path, count: int, seed: int, options: SynthOptions = SynthOptions(), *, progress: bool = True,
+    renderer_name: str = "halo",
 ) -> Path:
     """Write `count` frames with masks, labels.csv, objects.csv and dataset.json into `out`.
 
@@ -762,7 +782,7 @@ def write_dataset(
     object_rows = csv.writer(objects, lineterminator="\n")
     object_rows.writerow(OBJECT_COLUMNS)
     for index in tqdm(range(count), desc="synth", unit="frame", disable=not progress):
-        frame = frame_for(seed, index, options)
+        frame = frame_for(seed, index, options, renderer_name)
         name = f"{index:05d}.tif"
         _write_tiff(out / "frames" / name, frame.image, frame.pixel_size_um)
         _write_tiff(out / "masks" / name, frame.mask, frame.pixel_size_um)
@@ -775,7 +795,7 @@ def write_dataset(
             )
     _write_text(out / "labels.csv", labels.getvalue())
     _write_text(out / "objects.csv", objects.getvalue())
-    description = {"seed": seed, "count": count, "options": asdict(options)}
+    description = {"seed": seed, "count": count, "renderer": renderer_name, "options": asdict(options)}
     _write_text(out / "dataset.json", json.dumps(description, indent=2) + "\n")
     logger.info("wrote %d synthetic frames to %s", count, out)
     return out

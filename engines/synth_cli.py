@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engines.synth import DTYPES, SynthOptions, write_dataset
+from engines.synth import DTYPES, RENDERERS, SynthOptions, write_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pixel-size", type=float, default=None, metavar="UM",
-        help="um per px; default: drawn per frame in [0.3, 1.0]",
+        help="um per px; default: drawn per frame (halo: 0.3-1.0, wave and monolayer: 0.3-1.3)",
     )
+    parser.add_argument("--renderer", choices=tuple(RENDERERS), default="halo",
+                        help="how images are formed: halo (round cells with halos), wave (wave "
+                             "optics), monolayer (procedural intensity layers) or relief (a "
+                             "height field under oblique light); the last three draw adherent cells")
     parser.add_argument("--channels", type=int, default=1, help="defocused copies as (C, H, W)")
     parser.add_argument("--planes", type=int, default=1, help="a z-stack as (Z, H, W)")
 
@@ -50,5 +54,10 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"artifactd synth: {exc}", file=sys.stderr)
         return 2
-    write_dataset(out, args.count, args.seed, options, progress=sys.stderr.isatty())
+    try:
+        write_dataset(out, args.count, args.seed, options, progress=sys.stderr.isatty(),
+                      renderer_name=args.renderer)
+    except ValueError as exc:  # e.g. channels > 1 where a renderer draws one channel
+        print(f"artifactd synth: {exc}", file=sys.stderr)
+        return 2
     return 0

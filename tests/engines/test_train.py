@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +21,15 @@ from engines.dataset import load_dataset, split
 from engines.export import load_torch_models
 from engines.modelcard import load_model
 from engines.synth import SynthOptions, frame_for
-from engines.train import CamCache, Checkpoints, TrainOptions, bce_dice_loss, main, train_models
+from engines.train import (
+    DEFAULTS,
+    CamCache,
+    Checkpoints,
+    TrainOptions,
+    bce_dice_loss,
+    main,
+    train_models,
+)
 from tests.engines.cli import train_args
 
 
@@ -106,6 +119,9 @@ def _copy(data, tmp_path):
         ("not_an_image", "not a readable TIFF"),
         ("mask_shape", "differs from its frame"),
         ("bad_label", "expected clean or artifact"),
+        ("too_few", "expected at least 2 of each"),
+        ("mixed_bit_depths", "expected one bit depth"),
+        ("mistyped_init", "expected 'default' (the shipped model) or a folder"),
     ],
 )
 def test_bad_training_input_is_refused_clearly(tiny_dataset, tmp_path, caplog, breakage, message):
@@ -125,8 +141,17 @@ def test_bad_training_input_is_refused_clearly(tiny_dataset, tmp_path, caplog, b
         tifffile.imwrite(data / "masks" / rows[1].split(",")[0], np.zeros((5, 5), np.uint16))
     elif breakage == "bad_label":
         labels.write_text("\n".join([*rows, rows[1].rsplit(",", 1)[0] + ",dirty"]) + "\n")
+    elif breakage == "too_few":  # one artifact frame: none left to validate on
+        first_artifact = next(r for r in rows[1:] if r.endswith(",artifact"))
+        labels.write_text("\n".join([rows[0], first_artifact,
+                                     *[r for r in rows[1:] if r.endswith(",clean")]]) + "\n")
+    elif breakage == "mixed_bit_depths":
+        name = rows[1].split(",")[0]
+        frame = tifffile.imread(data / "frames" / name)
+        tifffile.imwrite(data / "frames" / name, (frame // 256).astype(np.uint8))
+    extra = ("--init", "defualt") if breakage == "mistyped_init" else ()
     out = tmp_path / "model"
-    assert main(train_args(data, out, mode="supervised")) == 2
+    assert main(train_args(data, out, mode="supervised", extra=extra)) == 2
     assert message in caplog.text
     assert not out.exists(), "no half-written model may be left behind"
 
@@ -271,3 +296,32 @@ def test_the_cam_cache_is_per_detector_and_makes_damaged_maps_again(tiny_models,
     assert CamCache(None, detectors["weak"], top_k=32).get(image) is None
     next(tmp_path.glob("*/*.npy")).write_bytes(b"truncated")
     assert caches["weak"].get(image) is None
+
+
+def test_init_default_fine_tunes_the_shipped_model_with_short_defaults(tiny_dataset, tmp_path):
+    """`--init default` is the word the config accepts; fine-tuning defaults are the short ones."""
+    from engines.train import FINE_TUNE_STEPS, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--frames", "f", "--labels", "l", "--out", "o", "--init", "default"])
+    assert args.detector_steps is None and args.segmenter_steps is None  # resolved by --init
+    assert FINE_TUNE_STEPS["detector"] < DEFAULTS.detector_steps
+    out = tmp_path / "tuned"
+    extra = ("--init", "default", "--crop", "128")
+    assert main(train_args(tiny_dataset, out, mode="supervised", extra=extra)) == 0
+    card = load_model(out).card
+    assert any("continued from the networks of default" in n for n in card.notes)
+    assert card.familiarity["features"], "the card carries the training frames' appearance"
+
+
+def test_train_without_torch_names_the_extra_to_install(tmp_path):
+    """A plain `pip install artifactd` has no torch: `artifactd train --help` says what to do."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['torch'] = None\n")  # import torch -> ModuleNotFoundError
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{Path.cwd()}"}
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "train", "--help"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "pip install 'artifactd[train]'" in done.stderr and "'torch'" in done.stderr
