@@ -8,7 +8,7 @@ Mahalanobis distance from them, divided by the distance that 95 % of the trainin
 within. So ~1 is as familiar as the training frames, and above `UNFAMILIAR` the frame is unlike
 anything the model saw.
 
-Numpy and scipy only: it runs beside every backend in the service, on the CPU, in ~8 ms per 1080 x 1080 frame.
+Numpy and scipy only: it runs beside every backend in the service, on the CPU, in ~12 ms per 1080 x 1080 frame.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from scipy import ndimage as ndi
 # A frame scoring above this is "unfamiliar": twice as far from the training frames as 95 % of
 # them are. Far enough that a model's own domain rarely crosses it (tests/engines).
 UNFAMILIAR = 2.0
+# A plate whose median frame scores above this is unlike the training data. Single frames of
+# two renderers overlap (each varies a lot); a plate's median separates them: the training
+# frames' own median is ~0.85, other renderers' plates ~1.5 (tests/engines/test_familiarity.py).
+PLATE_UNFAMILIAR = 1.25
 SMALL_SIDE = 128  # frames are block-averaged to about this size first (cheap, keeps cell texture)
 BACKGROUND_SIGMA = 8  # px of the small frame: the shading that is divided out
 BANDS = (0.6, 1.2, 2.4, 4.8)  # DoG scales on the small frame, px
@@ -34,6 +38,8 @@ FEATURES = (
     "tail_weight",
     "contrast_spread",
     "shading",
+    # Micro-texture: uniform local binary patterns (8 neighbours) at two scales, as histograms.
+    *(f"lbp{r}_{k}" for r in (1, 2) for k in range(10)),
 )
 SHRINKAGE = 0.1  # covariance pulled towards its diagonal: stable with a few hundred frames
 
@@ -54,7 +60,14 @@ def appearance(pixels: np.ndarray) -> np.ndarray:
     local = np.sqrt(np.maximum(ndi.uniform_filter(z * z, 5) - ndi.uniform_filter(z, 5) ** 2, 1e-6))
     l10, l90 = np.quantile(local, (0.1, 0.9))
     b05, b95 = np.quantile(background, (0.05, 0.95))
-    return np.array([
+    return np.array([*_contrast_features(spread, bands, z, (q01, q10, q25, q50, q75, q90, q99),
+                                         (l10, l90), (b05, b95)), *_micro_texture(z)])
+
+
+def _contrast_features(spread, bands, z, q, local, shading) -> list[float]:
+    q01, q10, q25, q50, q75, q90, q99 = q
+    (l10, l90), (b05, b95) = local, shading
+    return [
         math.log(spread),
         *(math.log(b + 1e-6) for b in bands),
         math.log10(np.mean(z < -4) + 1e-4),
@@ -63,7 +76,20 @@ def appearance(pixels: np.ndarray) -> np.ndarray:
         math.log((q99 - q01) / (q75 - q25 + 1e-6) + 1e-6),
         math.log(l90 / l10),
         math.log(b95 / max(b05, 1e-3)),
-    ], dtype=np.float64)
+    ]
+
+
+def _micro_texture(z: np.ndarray) -> list[float]:
+    """Log shares of the 10 uniform LBP codes, at radius 1 and (smoothed) radius 2."""
+    from skimage.feature import local_binary_pattern
+
+    shares = []
+    for radius, smoothed in ((1, z), (2, ndi.gaussian_filter(z, 1.0))):
+        # Integers: LBP compares neighbours, and float ties flicker (quantised at 1/16 SD).
+        quantised = np.clip(np.rint(smoothed * 16), -32000, 32000).astype(np.int16)
+        codes = local_binary_pattern(quantised, 8, radius, method="uniform").astype(np.int64)
+        shares.extend(np.log(np.bincount(codes.ravel(), minlength=10) / codes.size + 1e-3))
+    return shares
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
