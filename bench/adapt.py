@@ -1,6 +1,6 @@
 """Adaptation to a new lab's images: fine-tune the shipped model on ~100 labelled frames.
 
-    python -m bench.adapt [--work runs/adapt] [--renderer relief] [--train 100] [--test 200]
+    python -m bench.adapt [--work runs/adapt] [--renderer caustic] [--train 100] [--test 200]
 
 Renders --train frames of a renderer the shipped model never saw (labels only: no masks are
 given to training) and --test held-out frames of it, evaluates the shipped model on the test
@@ -49,7 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/adapt"))
-    parser.add_argument("--renderer", default="relief")
+    parser.add_argument("--renderer", default="caustic")
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--test", type=int, default=200)
     args = parser.parse_args()

@@ -724,6 +724,7 @@ RENDERERS = {
     "wave": "engines.render_wave",  # wave optics: complex transmission, defocus, pupil, sCMOS noise
     "monolayer": "engines.render_monolayer",  # procedural intensity layers: adherent cells
     "relief": "engines.render_relief",  # height field under oblique light, Beer-Lambert stain
+    "caustic": "engines.render_caustic",  # ray displacement and caustics, level-set cells
 }
 
 

@@ -23,12 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pixel-size", type=float, default=None, metavar="UM",
-        help="um per px; default: drawn per frame (halo: 0.3-1.0, wave and monolayer: 0.3-1.3)",
+        help="um per px; default: drawn per frame (halo: 0.3-1.0, the others: 0.3-1.3)",
     )
     parser.add_argument("--renderer", choices=tuple(RENDERERS), default="halo",
                         help="how images are formed: halo (round cells with halos), wave (wave "
-                             "optics), monolayer (procedural intensity layers) or relief (a "
-                             "height field under oblique light); the last three draw adherent cells")
+                             "optics), monolayer (procedural intensity layers), relief (a "
+                             "height field under oblique light) or caustic (ray optics); all but "
+                             "halo draw adherent cells")
     parser.add_argument("--channels", type=int, default=1, help="defocused copies as (C, H, W)")
     parser.add_argument("--planes", type=int, default=1, help="a z-stack as (Z, H, W)")
 

@@ -38,3 +38,44 @@ def test_default_model_finds_an_obvious_artifact():
                                            min_area_px=bundle.card.min_area_px))
     overlap = (found.labels > 0) & speck
     assert overlap.sum() / (speck | (found.labels > 0)).sum() > 0.5
+
+
+def verdicts(bundle, frames) -> np.ndarray:
+    """The service's verdict (detector, U-Net on every frame as the card says, minimum area)."""
+    from engines.modelcard import frame_flagged, segments_every_frame
+
+    engine = OnnxRuntimeEngine(bundle, threads=1)
+    card = bundle.card
+    options = PostprocessOptions(threshold=card.segment_threshold, min_area_px=card.min_area_px)
+    flags = []
+    for image in frames:
+        score = float(engine.detect(image[None])[0])
+        found = 0
+        if segments_every_frame(card) or score >= card.detect_threshold:
+            found = postprocess(engine.segment(image[None])[0], image, options).n_artifacts
+        flags.append(frame_flagged(score, found, card.detect_threshold))
+    return np.array(flags)
+
+
+def test_default_model_is_quiet_on_clean_fields_of_a_renderer_it_never_trained_on():
+    """Monolayer frames (adherent, confluent, stained cells) were never trained on; a model that
+    flags such clean fields gets switched off in a real screen, where ~90 % of fields are clean."""
+    bundle = load_model("default")
+    clean = [frame_for(9303, i, SynthOptions(artifact_probability=0.0), "monolayer").image
+             for i in range(16)]
+    flagged = verdicts(bundle, clean)
+    assert flagged.mean() <= 0.125, f"{flagged.sum()} of 16 clean fields flagged"
+
+
+def test_default_model_finds_artifacts_on_a_renderer_it_never_trained_on():
+    bundle = load_model("default")
+    dirty = [frame_for(9304, i, SynthOptions(artifact_probability=1.0), "monolayer").image
+             for i in range(16)]
+    found = verdicts(bundle, dirty)
+    assert found.mean() >= 0.75, f"{found.sum()} of 16 artifact fields flagged"
+
+
+def test_default_model_card_knows_its_training_frames():
+    from engines.familiarity import Familiarity
+
+    assert Familiarity.from_dict(load_model("default").card.familiarity) is not None

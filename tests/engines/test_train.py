@@ -325,3 +325,27 @@ def test_train_without_torch_names_the_extra_to_install(tmp_path):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "pip install 'artifactd[train]'" in done.stderr and "'torch'" in done.stderr
+
+
+def test_thresholds_can_be_chosen_on_another_renderers_frames(tiny_dataset, tmp_path):
+    """--val-frames: a domain the model does not train on chooses its verdict."""
+    from engines.synth import write_dataset
+
+    other = write_dataset(tmp_path / "other", 8, seed=6, options=SynthOptions(height=128, width=128),
+                          progress=False, renderer_name="monolayer")
+    out = tmp_path / "model"
+    extra = ("--val-frames", str(other / "frames"), "--val-labels", str(other / "labels.csv"),
+             "--val-masks", str(other / "masks"), "--max-false-flag-rate", "0")
+    assert main(train_args(tiny_dataset, out, mode="supervised", extra=extra)) == 0
+    card = load_model(out).card
+    assert "thresholds chosen on 8 separate validation frames" in card.notes
+    assert "val_false_flag_rate" in card.evaluation
+    assert any("flagging at most 0% of clean frames" in n for n in card.notes)
+
+
+def test_validation_frames_need_their_labels(tiny_dataset, tmp_path, caplog):
+    out = tmp_path / "model"
+    extra = ("--val-frames", str(tiny_dataset / "frames"))
+    assert main(train_args(tiny_dataset, out, mode="supervised", extra=extra)) == 2
+    assert "--val-frames and --val-labels go together" in caplog.text
+    assert not out.exists()
