@@ -333,29 +333,25 @@ def predict(model: nn.Module, image: np.ndarray, multiple: int, device: torch.de
 
 
 def best_f1_threshold(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | None = None,
-                      max_false_flag_rate: float = 1.0, groups: np.ndarray | None = None,
-                      ) -> tuple[float, float]:
+                      max_false_flag_rate: float = 1.0) -> tuple[float, float]:
     """The detector threshold with the best image F1 of the verdict `frame_flagged` gives,
     among those flagging at most `max_false_flag_rate` of the clean frames (where none does:
     the one flagging fewest); `found` holds the segmenter's artifact count per frame (zeros:
-    the detector alone; `groups` the domain of each frame: the cap holds in each)."""
-    return verdict_quality(scores, truth, found, max_false_flag_rate, groups)[:2]
+    the detector alone)."""
+    return verdict_quality(scores, truth, found, max_false_flag_rate)[:2]
 
 
 def verdict_quality(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | None,
-                    max_false_flag_rate: float, groups: np.ndarray | None = None,
-                    ) -> tuple[float, float, float]:
-    """(threshold, image F1, clean-field false-flag rate) of the best detector threshold; the
-    rate is that of the worst group (a verdict must stay quiet on every domain)."""
+                    max_false_flag_rate: float) -> tuple[float, float, float]:
+    """(threshold, image F1, clean-field false-flag rate) of the best detector threshold."""
     found = np.zeros(len(scores), dtype=np.int64) if found is None else found
-    groups = np.zeros(len(scores), dtype=np.int64) if groups is None else np.asarray(groups)
+    clean = max(1, int(np.sum(truth == 0)))
     best, best_key = (0.5, -1.0, 1.0), None
     for t in np.arange(0.05, 0.96, 0.05):
         flagged = np.array([frame_flagged(s, n, t) for s, n in zip(scores, found, strict=True)])
         tp = np.sum(flagged & (truth == 1))
         f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())
-        ffr = max(np.sum(flagged & (truth == 0) & (groups == g)) / max(1, np.sum((truth == 0) & (groups == g)))
-                  for g in np.unique(groups))
+        ffr = np.sum(flagged & (truth == 0)) / clean
         key = (ffr <= max_false_flag_rate + 1e-9, f1 if ffr <= max_false_flag_rate + 1e-9 else -ffr, f1)
         if best_key is None or key > best_key:
             best, best_key = (float(round(t, 2)), float(f1), float(ffr)), key
@@ -456,8 +452,7 @@ def segmenter_targets(dataset: Dataset, detector: Detector, mode: str, train_idx
 
 
 def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,
-             options: TrainOptions, device: torch.device, groups: np.ndarray | None = None,
-             ) -> Verdict:
+             options: TrainOptions, device: torch.device) -> Verdict:
     """Segment mode, thresholds and minimum artifact area chosen on the validation frames, for
     the model as the service runs it.
 
@@ -484,7 +479,7 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
                              for p in probs])
              for area in min_area_candidates(options.min_area_px)}
     verdict = choose_verdict(scores, dataset.labels[val_idx], found, options.segment,
-                             options.max_false_flag_rate, groups)
+                             options.max_false_flag_rate)
     results["val_image_f1"] = round(verdict.f1, 4)
     results["val_false_flag_rate"] = round(verdict.false_flag_rate, 4)
     return replace(verdict, segment_threshold=segment_t, validation=results)
@@ -510,8 +505,7 @@ class Verdict:
 
 
 def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | dict[int, np.ndarray],
-                   segment: str, max_false_flag_rate: float = 1.0,
-                   groups: np.ndarray | None = None) -> Verdict:
+                   segment: str, max_false_flag_rate: float = 1.0) -> Verdict:
     """For "auto", "all" only where the U-Net's findings on every frame make the verdict
     better than the detector alone (a U-Net trained on pseudo-masks may find specks in clean
     frames; one trained on masks finds faint dirt). `found` is the segmenter's artifact count
@@ -526,7 +520,7 @@ def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | di
             if mode == "flagged" and area != smallest:
                 continue  # only the U-Net's findings on every frame change the verdict
             counted = counts if mode == "all" else np.zeros_like(counts)
-            t, f1, ffr = verdict_quality(scores, truth, counted, max_false_flag_rate, groups)
+            t, f1, ffr = verdict_quality(scores, truth, counted, max_false_flag_rate)
             meets = ffr <= max_false_flag_rate + 1e-9
             key = (meets, f1 if meets else -ffr, f1)
             if best_key is None or key > best_key:
@@ -565,19 +559,15 @@ def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoin
     else:
         targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device, notes)
         segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
-    judge, judged_idx, groups = dataset, val_idx, None
-    if validation is not None:  # thresholds chosen on the held-back frames and another domain's
-        held_back = tuple(dataset.samples[i] for i in val_idx)
-        judge = Dataset(held_back + validation.samples, validation.fingerprint)
-        judged_idx = np.arange(len(judge.samples))
-        groups = np.repeat([0, 1], [len(held_back), len(validation.samples)])
-        notes.append(f"thresholds chosen on {len(held_back)} held-back training frames and "
-                     f"{len(validation.samples)} separate validation frames")
-    verdict = validate(judge, (detector, segmenter), judged_idx, options, device, groups)
+    judge, judged_idx = dataset, val_idx
+    if validation is not None:  # thresholds chosen on another domain's frames
+        judge, judged_idx = validation, np.arange(len(validation.samples))
+        notes.append(f"thresholds chosen on {len(judged_idx)} separate validation frames")
+    verdict = validate(judge, (detector, segmenter), judged_idx, options, device)
     notes.append(f"segment {verdict.segment}, minimum area {verdict.min_area_px} px, detector "
                  f"threshold {verdict.detect_threshold}: the best validation image F1 "
                  f"({verdict.f1:.3f}) flagging at most {options.max_false_flag_rate:.0%} of "
-                 f"clean frames of each domain (flagged {verdict.false_flag_rate:.1%})")
+                 f"clean frames (flagged {verdict.false_flag_rate:.1%})")
     familiarity = training_appearance(dataset, train_idx)
     return TrainedModels(detector, segmenter, verdict.detect_threshold, verdict.segment_threshold,
                          mode, verdict.segment, verdict.validation, notes, familiarity,
