@@ -343,19 +343,32 @@ def best_f1_threshold(scores: np.ndarray, truth: np.ndarray, found: np.ndarray |
 
 def verdict_quality(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | None,
                     max_false_flag_rate: float) -> tuple[float, float, float]:
-    """(threshold, image F1, clean-field false-flag rate) of the best detector threshold."""
+    """(threshold, image F1, clean-field false-flag rate) of the best detector threshold.
+
+    Where several thresholds are equally good (a small validation set), the middle one of the
+    best run is taken: the widest margin on both sides, not the edge that just passes."""
     found = np.zeros(len(scores), dtype=np.int64) if found is None else found
     clean = max(1, int(np.sum(truth == 0)))
-    best, best_key = (0.5, -1.0, 1.0), None
+    candidates = []
     for t in np.arange(0.05, 0.96, 0.05):
         flagged = np.array([frame_flagged(s, n, t) for s, n in zip(scores, found, strict=True)])
         tp = np.sum(flagged & (truth == 1))
         f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())
         ffr = np.sum(flagged & (truth == 0)) / clean
-        key = (ffr <= max_false_flag_rate + 1e-9, f1 if ffr <= max_false_flag_rate + 1e-9 else -ffr, f1)
-        if best_key is None or key > best_key:
-            best, best_key = (float(round(t, 2)), float(f1), float(ffr)), key
-    return best
+        meets = ffr <= max_false_flag_rate + 1e-9
+        candidates.append(((meets, f1 if meets else -ffr, f1), (float(round(t, 2)), float(f1), float(ffr))))
+    best = max(key for key, _ in candidates)
+    run = _first_run([key == best for key, _ in candidates])
+    return candidates[run[len(run) // 2]][1]
+
+
+def _first_run(hits: list[bool]) -> list[int]:
+    """Indices of the first run of consecutive True values."""
+    start = hits.index(True)
+    end = start
+    while end + 1 < len(hits) and hits[end + 1]:
+        end += 1
+    return list(range(start, end + 1))
 
 
 def pooled_iou(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:

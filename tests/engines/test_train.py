@@ -201,11 +201,11 @@ def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
     # The detector alone: passing the true 0.2 means passing the false 0.5 too, so the best
-    # F1 is 0.8, at the lowest threshold (first of the ties).
-    assert best_f1_threshold(scores, truth) == (0.05, 0.8)
+    # F1 is 0.8, anywhere in 0.05-0.2: the middle of that run is taken.
+    assert best_f1_threshold(scores, truth) == (0.15, 0.8)
     # The segmenter finds the artifact of the frame scored 0.2: a threshold above the false
-    # 0.5 then flags exactly the two true frames.
-    assert best_f1_threshold(scores, truth, np.array([0, 2, 0])) == (0.55, 1.0)
+    # 0.5 and below the true 0.9 then flags exactly the two true frames (0.55-0.85: middle 0.7).
+    assert best_f1_threshold(scores, truth, np.array([0, 2, 0])) == (0.7, 1.0)
 
 
 def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
@@ -218,9 +218,9 @@ def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
         v = choose_verdict(scores, truth, found, segment)
         return v.segment, v.detect_threshold, v.f1
 
-    assert chosen(np.array([0, 2, 0]), "auto") == ("all", 0.55, 1.0)
+    assert chosen(np.array([0, 2, 0]), "auto") == ("all", 0.7, 1.0)
     # It finds specks in the clean frame as well: the verdict is no better, so flagged only.
-    assert chosen(np.array([1, 2, 1]), "auto") == ("flagged", 0.05, 0.8)
+    assert chosen(np.array([1, 2, 1]), "auto") == ("flagged", 0.15, 0.8)
     # Asked for, a mode is kept whatever validation says.
     assert chosen(np.array([1, 2, 1]), "all")[0] == "all"
 
