@@ -365,11 +365,13 @@ def test_drop_oldest_counts_every_drop_and_keeps_the_newest(caplog):
         ZmqSource(config, slow_pipeline, metrics) as source,
         ArtifactClient(source.endpoint, None, send_timeout_s=2) as client,
     ):
-        for i in range(n):
-            client.send(f"f{i}", np.full((8, 8), i, dtype=np.uint8))
-        # One frame waits in the pipeline, four in the backlog: the rest were dropped.
-        assert wait_until(lambda: dropped() == n - 1 - 4)
-        release.set()
+        try:
+            for i in range(n):
+                client.send(f"f{i}", np.full((8, 8), i, dtype=np.uint8))
+            # One frame waits in the pipeline, four in the backlog: the rest were dropped.
+            assert wait_until(lambda: dropped() == n - 1 - 4), f"{dropped()} dropped"
+        finally:  # a failed count must fail the test, not leave the source's thread waiting
+            release.set()
         assert wait_until(lambda: len(received) + dropped() == n)
     ids = [int(f.frame_id[1:]) for f in received]
     assert ids == sorted(ids) and ids[-4:] == list(range(n - 4, n))
