@@ -368,17 +368,21 @@ def test_drop_oldest_counts_every_drop_and_keeps_the_newest(caplog):
         try:
             for i in range(n):
                 client.send(f"f{i}", np.full((8, 8), i, dtype=np.uint8))
-            # One frame waits in the pipeline, four in the backlog: the rest were dropped.
-            assert wait_until(lambda: dropped() == n - 1 - 4), f"{dropped()} dropped"
+            # One frame waits in the pipeline (or is still on its way there: then it is one more
+            # drop, as seen on a loaded machine), four in the backlog: the rest were dropped.
+            assert wait_until(lambda: dropped() >= n - 1 - 4), f"{dropped()} dropped"
+            time.sleep(0.2)  # let a last drop land before counting
         finally:  # a failed count must fail the test, not leave the source's thread waiting
             release.set()
+        drops = int(dropped())
+        assert drops in (n - 5, n - 4)
         assert wait_until(lambda: len(received) + dropped() == n)
     ids = [int(f.frame_id[1:]) for f in received]
     assert ids == sorted(ids) and ids[-4:] == list(range(n - 4, n))
     assert metrics.registry.get_sample_value("artifactd_queue_depth", {"stage": "zmq"}) == 0
     drops_logged = [r for r in caplog.records if "dropping the oldest" in r.getMessage()]
     assert len(drops_logged) == 1  # once per burst
-    assert any(f"{n - 5} frames were dropped" in r.getMessage() for r in caplog.records)
+    assert any(f"{drops} frames were dropped" in r.getMessage() for r in caplog.records)
 
 
 def test_stop_hands_over_what_the_socket_already_holds(push):

@@ -33,8 +33,10 @@ def copy_model(tmp_path, **changes):
     return folder
 
 
-def test_the_default_model_segments_every_frame():
-    assert load_model("default").card.segment == "all"
+def test_the_default_model_says_which_frames_it_segments_and_why():
+    card = load_model("default").card
+    assert card.segment in ("all", "flagged")
+    assert any(note.startswith(f"segment {card.segment}") for note in card.notes)
 
 
 def test_a_card_without_segment_runs_as_cards_did_before(tmp_path):
