@@ -91,10 +91,16 @@ class PipelineConfig:
     max_wait_ms: float = 20.0
     # Engines running batches side by side; 0 = one per core on the CPU, one on a GPU.
     engine_workers: int = 0
+    # A passing fault (file not readable yet, an inference or post-processing error) is tried
+    # again this many times, waiting retry_delay_s, then twice as long each time.
+    retries: int = 3
+    retry_delay_s: float = 1.0
 
     def check(self) -> None:
         for name in ("decode_workers", "postprocess_workers", "queue_size", "max_batch"):
             _positive(f"pipeline.{name}", getattr(self, name))
+        _positive("pipeline.retries", self.retries, allow_zero=True)
+        _positive("pipeline.retry_delay_s", self.retry_delay_s, allow_zero=True)
         _positive("pipeline.max_wait_ms", self.max_wait_ms, allow_zero=True)
         _positive("pipeline.engine_workers", self.engine_workers, allow_zero=True)
 
@@ -185,10 +191,14 @@ class AlertsConfig:
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     drain_timeout_s: float = 60.0  # SIGTERM: finish queued frames within this, then exit
+    # Frames waiting and none made durable for this long: the systemd watchdog pings stop, so
+    # systemd restarts the service (with WatchdogSec= in the unit).
+    stall_timeout_s: float = 120.0
     log_level: str = "INFO"
 
     def check(self) -> None:
         _positive("service.drain_timeout_s", self.drain_timeout_s)
+        _positive("service.stall_timeout_s", self.stall_timeout_s)
         _choice("service.log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
 
 

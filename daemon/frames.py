@@ -29,6 +29,7 @@ class ReadyFile:
     path: Path
     key: FrameKey
     ready_at: float  # time.monotonic() when it was judged complete: latency starts here
+    attempt: int = 0  # tries after a passing fault (daemon.retries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Frame:
     ready_at: float
     key: FrameKey | None = None  # None for streamed frames: they are not journaled
     frame_id: str = ""  # the sender's id for streamed frames; the source path for files
+    attempt: int = 0  # tries after a passing fault (daemon.retries)
 
     @property
     def identity(self) -> str:

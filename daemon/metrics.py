@@ -85,6 +85,18 @@ class Metrics:
             registry=r,
         )
         self.output_ok.set(1)
+        self.store_retries = Counter(
+            "artifactd_store_retries",
+            "Appends to the results store tried again after an I/O failure (disk full, "
+            "permissions, a lost mount).",
+            registry=r,
+        )
+        self.retried = Counter(
+            "artifactd_frames_retried",
+            "Frames tried again after a passing fault, by reason (permission, inference, "
+            "postprocess).",
+            ["reason"], registry=r,
+        )
 
     def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
         """Start the /metrics HTTP listener; returns the server and its thread, to shut down."""

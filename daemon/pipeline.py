@@ -21,8 +21,9 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -32,6 +33,7 @@ from daemon.config import PipelineConfig
 from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
+from daemon.retries import Retries
 from engines.backends.base import Engine
 from engines.familiarity import Familiarity
 from engines.modelcard import frame_flagged
@@ -41,8 +43,15 @@ logger = logging.getLogger(__name__)
 
 END = object()  # end marker passed downstream on drain
 
-# Failures not journaled: the file will be seen again (a newer version is on its way).
-RETRYABLE_REASONS = frozenset({"changed"})
+# Failures that say nothing about the file's content, so they are not journaled as done: the
+# next start looks at the file again. "changed": a newer version is on its way; "missing": the
+# file went away before it was read (if it comes back, it is seen again).
+PASSING_REASONS = frozenset({"changed", "missing", "permission", "inference", "postprocess",
+                             "writer"})
+# Of those, the ones tried again in this run after a back-off (daemon.retries).
+RETRIED_REASONS = frozenset({"permission", "inference", "postprocess"})
+# A result the store refuses for what it holds (not for the disk): that frame fails alone.
+UNSTORABLE = "unstorable"
 
 Sink = Callable[[Sequence[FrameResult], Sequence[float]], None]
 
@@ -72,6 +81,24 @@ class PipelineParts:
     segment_all: bool = False
     sinks: tuple[Sink, ...] = ()
     familiarity: Familiarity | None = None  # the model's training frames' appearance
+
+
+@dataclass(slots=True)
+class Tally:
+    """What became durable in this run: the `--once` summary."""
+
+    clean: int = 0
+    flagged: int = 0
+    failed: Counter = field(default_factory=Counter)  # reason -> frames
+    not_done: list[str] = field(default_factory=list)  # sources to process again (first 100)
+    not_done_count: int = 0
+
+    def add_failure(self, failure: FrameFailure) -> None:
+        self.failed[failure.reason] += 1
+        if failure.reason in PASSING_REASONS:
+            self.not_done_count += 1
+            if len(self.not_done) < 100:
+                self.not_done.append(failure.source)
 
 
 @dataclass(slots=True)
@@ -110,6 +137,8 @@ class Pipeline:
             for i in range(config.postprocess_workers)
         ]
         self._writer = threading.Thread(target=self._write_loop, name="writer")
+        self._retries = Retries(config.retries, config.retry_delay_s)
+        self.tally = Tally()
         # Workers of each pool still running: the last one out passes the end marker on.
         self._left = {"decode": len(self._decoders), "infer": len(self._inferers),
                       "postprocess": len(self._posters)}
@@ -124,6 +153,7 @@ class Pipeline:
     # ------------------------------------------------------------------ intake
 
     def start(self) -> None:
+        self._retries.start()
         for thread in self._threads:
             thread.start()
 
@@ -178,11 +208,16 @@ class Pipeline:
     def drain(self, timeout: float) -> bool:
         """Stop intake, finish everything queued, flush; True when all threads ended in time."""
         self._accepting = False
+        # Frames still waiting out a back-off are recorded as failures (not done: the next
+        # start tries them again) before the end markers, so the writer sees them.
+        for failure in self._retries.close():
+            self._put(self.write_q, failure)
         for _ in self._decoders:
             self._put(self.decode_q, END)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop_retries()
         finished = not any(t.is_alive() for t in self._threads)
         if not finished:
             logger.error("drain did not finish within %.0f s; stopping with %d frames not written "
@@ -196,6 +231,12 @@ class Pipeline:
         self._abort.set()
         for thread in self._threads:
             thread.join(5.0)
+        self._stop_retries()
+
+    def _stop_retries(self) -> None:
+        if self._retries.is_alive():
+            self._retries.stop()
+            self._retries.join()
 
     def _put(self, target: queue.Queue, item: object) -> None:
         while not self._abort.is_set():
@@ -240,7 +281,8 @@ class Pipeline:
             try:
                 frame = read_frame(item, self.parts.decode)
             except FrameError as exc:
-                self._put(self.write_q, FrameFailure(item.key.source, exc.reason, str(exc), item.key))
+                failure = FrameFailure(item.key.source, exc.reason, str(exc), item.key)
+                self._retry_or_fail(item, failure, self.decode_q)
                 continue
             except Exception as exc:  # a decoder bug must not stop the service
                 logger.exception("unexpected error decoding %s", item.path)
@@ -294,7 +336,8 @@ class Pipeline:
         except Exception as exc:  # one bad batch must not stop the service
             logger.exception("inference failed for a batch of %d frames", len(frames))
             for frame in frames:
-                self._put(self.write_q, self._failure(frame, "inference", f"inference failed: {exc}"))
+                failure = self._failure(frame, "inference", f"inference failed ({exc})")
+                self._retry_or_fail(frame, failure, self.batch_q)
             return
         for frame, score, probability in zip(frames, scores, probabilities, strict=True):
             self._put(self.post_q, Scored(frame, float(score), probability))
@@ -305,7 +348,8 @@ class Pipeline:
                 self._put(self.write_q, self._measure(item))
             except Exception as exc:
                 logger.exception("post-processing failed for %s", item.frame.meta.source)
-                self._put(self.write_q, self._failure(item.frame, "postprocess", str(exc)))
+                failure = self._failure(item.frame, "postprocess", f"post-processing failed ({exc})")
+                self._retry_or_fail(item.frame, failure, self.batch_q)
         self._pass_end("postprocess", self.write_q, 1)
 
     def _measure(self, item: Scored) -> FrameResult:
@@ -329,6 +373,19 @@ class Pipeline:
     def _failure(frame: Frame, reason: str, message: str) -> FrameFailure:
         return FrameFailure(frame.meta.source, reason, f"{frame.meta.source}: {message}", frame.key)
 
+    def _retry_or_fail(self, item: ReadyFile | Frame, failure: FrameFailure, stage: queue.Queue) -> None:
+        """A passing fault is tried again after a back-off (the item goes back to `stage`);
+        a fault of the file's own content, or the last try, goes to the writer as a failure."""
+        if failure.reason in RETRIED_REASONS and self._retries.allows(item.attempt):
+            attempt = item.attempt + 1
+            final = _not_done(failure, attempt)
+            if self._retries.later(replace(item, attempt=attempt), stage, final, attempt):
+                self.parts.metrics.retried.labels(reason=failure.reason).inc()
+                return
+        if failure.reason in RETRIED_REASONS:
+            failure = _not_done(failure, item.attempt + 1)
+        self._put(self.write_q, failure)
+
     # ------------------------------------------------------------------ writer
 
     def _write_loop(self) -> None:
@@ -347,13 +404,29 @@ class Pipeline:
             ending = items[-1] is END
             work = [i for i in items if i is not END]
             if work:
-                self._write(work)
+                self._write_or_give_up(work)
+
+    def _write_or_give_up(self, items: list) -> None:
+        """A writer fault must not stop the service: those frames stay not done (processed
+        again on the next start) and are counted as failed."""
+        try:
+            self._write(items)
+        except Exception as exc:
+            logger.exception("writing %d result(s) failed", len(items))
+            failures = [i if isinstance(i, FrameFailure) else self._failure(i.frame, "writer", str(exc))
+                        for i in items]
+            for failure in failures:
+                self.parts.metrics.failed.labels(reason="writer").inc()
+                self.tally.add_failure(replace(failure, reason="writer"))
+            self._done(len(items))
 
     def _write(self, items: list) -> None:
         results = [i for i in items if isinstance(i, FrameResult)]
         failures = [i for i in items if isinstance(i, FrameFailure)]
-        if not self._durably(results, failures):
+        durable = self._durably(results, failures)
+        if durable is None:
             return
+        results, failures = durable
         self._commit(results, failures)
         latencies = [time.monotonic() - r.frame.ready_at for r in results]
         self._account(results, failures, latencies)
@@ -364,23 +437,25 @@ class Pipeline:
                 logger.exception("a results sink failed; results are durable regardless")
         self._done(len(items))
 
-    def _durably(self, results: list[FrameResult], failures: list[FrameFailure]) -> bool:
-        """Append to the store, retrying while it is unwritable (disk full, permissions).
+    def _durably(self, results: list[FrameResult],
+                 failures: list[FrameFailure]) -> tuple[list[FrameResult], list[FrameFailure]] | None:
+        """Make results and failures durable; returns what was stored, or None on abort.
 
-        Meanwhile the queues fill and intake stops: frames wait on disk, none is lost.
+        Only I/O failures of the store (disk full, permissions, a lost mount) are retried,
+        with back-off, the store marked unwritable meanwhile: the queues fill, intake stops
+        and frames wait on disk. Any other error is a fault of one result: that frame is
+        recorded as failed and the others are stored.
         """
         delay = 0.5
         while not self._abort.is_set():
             try:
-                if results:
-                    self.parts.store.append(results)
-                if failures:
-                    self.parts.store.record_failures(failures)
+                stored, refused = self._append(results)
+                self._record([*failures, *refused])
             except Exception as exc:
-                if self.store_healthy.is_set():
-                    logger.error("cannot write results (%s); intake paused, retrying", exc)
-                    self.store_healthy.clear()
-                    self.parts.metrics.output_ok.set(0)
+                if not is_io_failure(exc):
+                    raise
+                self._mark_unwritable(exc)
+                self.parts.metrics.store_retries.inc()
                 self._abort.wait(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -388,8 +463,46 @@ class Pipeline:
                 logger.info("results store writable again; resuming")
                 self.store_healthy.set()
                 self.parts.metrics.output_ok.set(1)
-            return True
-        return False
+            return stored, [*failures, *refused]
+        return None
+
+    def _append(self, results: list[FrameResult]) -> tuple[list[FrameResult], list[FrameFailure]]:
+        """Append; on a fault that is not I/O, one by one, so only the faulty frame fails."""
+        if not results:
+            return [], []
+        try:
+            self.parts.store.append(results)
+            return results, []
+        except Exception as exc:
+            if is_io_failure(exc):
+                raise
+            if len(results) == 1:
+                return [], [_unstorable(results[0], exc)]
+        stored: list[FrameResult] = []
+        refused: list[FrameFailure] = []
+        for result in results:
+            kept, failed = self._append([result])
+            stored += kept
+            refused += failed
+        return stored, refused
+
+    def _record(self, failures: list[FrameFailure]) -> None:
+        """The failure table; a row it refuses is still logged and counted (never a stall)."""
+        if not failures:
+            return
+        try:
+            self.parts.store.record_failures(failures)
+        except Exception as exc:
+            if is_io_failure(exc):
+                raise
+            logger.exception("the results store refused %d failure row(s); they are logged only",
+                             len(failures))
+
+    def _mark_unwritable(self, exc: BaseException) -> None:
+        if self.store_healthy.is_set():
+            logger.error("cannot write results (%s); intake paused, retrying", exc)
+            self.store_healthy.clear()
+            self.parts.metrics.output_ok.set(0)
 
     def _commit(self, results: list[FrameResult], failures: list[FrameFailure]) -> None:
         journal = self.parts.journal
@@ -401,7 +514,7 @@ class Pipeline:
             if keys:
                 journal.commit(keys, outcome)
         for failure in failures:
-            if failure.key is not None and failure.reason not in RETRYABLE_REASONS:
+            if failure.key is not None and failure.reason not in PASSING_REASONS:
                 journal.commit([failure.key], f"failed:{failure.reason}")
 
     def _account(self, results: list[FrameResult], failures: list[FrameFailure],
@@ -409,10 +522,44 @@ class Pipeline:
         metrics = self.parts.metrics
         for result, latency in zip(results, latencies, strict=True):
             metrics.frames.labels(outcome="flagged" if result.flagged else "clean").inc()
+            if result.flagged:
+                self.tally.flagged += 1
+            else:
+                self.tally.clean += 1
             metrics.latency.observe(latency)
             metrics.area_fraction.observe(result.area_fraction)
             if not math.isnan(result.unfamiliarity):
                 metrics.unfamiliarity.observe(result.unfamiliarity)
         for failure in failures:
             metrics.failed.labels(reason=failure.reason).inc()
+            self.tally.add_failure(failure)
             logger.warning("%s", failure.message)
+
+
+def is_io_failure(exc: BaseException | None) -> bool:
+    """Whether the store failed for its storage (an OSError somewhere in the cause chain)."""
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _unstorable(result: FrameResult, exc: BaseException) -> FrameFailure:
+    frame = result.frame
+    source = _readable(frame.meta.source)  # the failure row must be storable itself
+    logger.error("%s: the results store refused its result", source, exc_info=exc)
+    return FrameFailure(source, UNSTORABLE, _readable(
+        f"{source}: its result could not be stored ({exc}); the other frames go on"), frame.key)
+
+
+def _readable(text: str) -> str:
+    """Text any UTF-8 table can hold: characters it cannot encode become backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _not_done(failure: FrameFailure, tries: int) -> FrameFailure:
+    """The failure recorded after the last try: it says the frame can be processed again."""
+    again = ("it is not marked done, so the next start of the service processes it again"
+             if failure.key is not None else "the sender can send it again")
+    return replace(failure, message=f"{failure.message}; failed {tries} time(s), {again}")

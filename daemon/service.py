@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, help="folder to watch (overrides input.folder)")
     parser.add_argument("--output", type=Path, help="results store (overrides output.store)")
     parser.add_argument("--once", action="store_true",
-                        help="process what is in the input folder, then exit 0")
+                        help="process what is in the input folder, print a summary and exit: 0 when every "
+                        "file is done, 1 when some are left to process again (named in the log)")
     parser.add_argument("--metrics-port", type=int, help="overrides metrics.port (0: any free port)")
 
 
@@ -72,7 +73,16 @@ def configure(args: argparse.Namespace) -> Config:
     if args.metrics_port is not None:
         config = config.with_section("metrics", port=args.metrics_port)
     check_regex(config.metadata)
+    check_input(config)
     return config
+
+
+def check_input(config: Config) -> None:
+    """A folder to watch must exist before anything (store, journal) is created for it."""
+    folder = config.input.folder
+    if folder and not Path(folder).is_dir():
+        raise ConfigError(f"input.folder: {folder} is not a folder; expected an existing folder "
+                          "to watch")
 
 
 class StartupError(RuntimeError):
@@ -104,6 +114,7 @@ class Service:
 
         self.config = config
         self.once = once
+        self.started = time.monotonic()
         self.metrics = Metrics()
         self.notifier = SystemdNotifier()
         self.stop_requested = threading.Event()
@@ -212,20 +223,54 @@ class Service:
 
     def _wait(self) -> None:
         interval = self.notifier.watchdog_interval() or 1.0
-        stall_limit = max(60.0, 4 * interval)
+        stalled = False
         while not self.stop_requested.wait(min(interval, 1.0)):
-            # Only a pipeline that moves (or has nothing to do, or waits on a store it reports
-            # unwritable) keeps systemd's watchdog quiet; a hung one gets restarted.
-            if self.pipeline.seconds_since_progress() < stall_limit or \
-                    not self.pipeline.store_healthy.is_set():
-                self.notifier.watchdog()
+            stalled = self._watchdog(stalled)
             if self.once and self._backlog_finished():
-                logger.info("--once: every frame in the input folder is processed")
                 break
+
+    def _watchdog(self, stalled: bool) -> bool:
+        """Ping systemd's watchdog only while frames become durable (or none wait): a hung
+        stage, or a store that stays unwritable, gets the service restarted. True while stalled."""
+        waited = self.pipeline.seconds_since_progress()
+        if waited < self.config.service.stall_timeout_s:
+            if stalled:
+                logger.info("frames are becoming durable again; watchdog pings resumed")
+            self.notifier.watchdog()
+            return False
+        if not stalled:
+            logger.error("no frame has become durable for %.0f s while %d wait (service."
+                         "stall_timeout_s); watchdog pings stopped, so systemd restarts the service",
+                         waited, self.pipeline.in_flight)
+        return True
 
     def _backlog_finished(self) -> bool:
         return all(s.backlog_done for s in self.sources if hasattr(s, "backlog_done")) and \
             self.pipeline.in_flight == 0
+
+    def _not_handed_on(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for source in self.sources:
+            found.update(getattr(source, "not_handed_on", {}))
+        return found
+
+    def _once_summary(self) -> int:
+        """`--once`: what was done, and 1 when any file is left to process again."""
+        tally = self.pipeline.tally
+        failed = ", ".join(f"{n} {reason}" for reason, n in sorted(tally.failed.items())) or "none"
+        processed = tally.clean + tally.flagged
+        # The command's answer, printed whatever the log level.
+        print(f"{processed} frame(s) processed, {tally.flagged} flagged, failed: {failed}; "
+              f"{time.monotonic() - self.started:.1f} s; results in {self.config.output.store}",
+              flush=True)
+        left = self._not_handed_on()
+        for path, why in list(left.items())[:20]:
+            logger.error("--once: %s was not processed (%s); it stays on disk, not done", path, why)
+        if tally.not_done_count:
+            logger.error("--once: %d frame(s) failed for a passing reason and are not done; the "
+                         "next run processes them again: %s", tally.not_done_count,
+                         ", ".join(tally.not_done[:20]))
+        return 1 if left or tally.not_done_count else 0
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -241,6 +286,8 @@ class Service:
                 logger.exception("error while closing")
         logger.info("stopped after %.1f s drain (%s)", time.monotonic() - started,
                     "complete" if drained else "incomplete: the rest is processed on next start")
+        if self.once:
+            return max(self._once_summary(), 0 if drained else 1)
         return 0 if drained else 1
 
     def _install_signals(self) -> None:

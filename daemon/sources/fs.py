@@ -98,9 +98,15 @@ class FolderSource:
         self._settling: dict[str, _Settling] = {}
         self._handed: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) handed on
         self._backlog_left: set[str] = set()
+        self._not_handed: dict[str, str] = {}  # path -> why it could not be handed on
         self._backlog_done = threading.Event()
         self._observer: BaseObserver | None = None
         self._feeder = _Feeder(self)
+
+    @property
+    def not_handed_on(self) -> dict[str, str]:
+        """Files that could not be handed on (path -> why); they stay on disk, not done."""
+        return dict(self._not_handed)
 
     @property
     def backlog_done(self) -> bool:
@@ -259,13 +265,15 @@ class FolderSource:
         self._settling.pop(path, None)
         version = (st.st_size, st.st_mtime_ns)
         if self._handed.get(path) != version:
-            key = FrameKey(Path(os.path.relpath(path, self._root)).as_posix(), *version)
+            key = FrameKey(_source_name(os.path.relpath(path, self._root)), *version)
             try:
                 if not self._is_done(key):
                     self._on_ready(ReadyFile(Path(path), key, ready.ready_at))
                 self._handed[path] = version
-            except Exception:
+                self._not_handed.pop(path, None)
+            except Exception as exc:
                 logger.exception("handing on %s failed; it stays on disk for the next run", path)
+                self._not_handed[path] = f"{type(exc).__name__}: {exc}"
         self._resolve_backlog(path)
 
     def _forget(self, path: str) -> None:
@@ -320,6 +328,16 @@ class _EventHandler(FileSystemEventHandler):
     def on_deleted(self, event: FileDeletedEvent) -> None:  # type: ignore[override]
         if not event.is_directory:
             self._source._note(os.fsdecode(event.src_path), _Change.GONE)
+
+
+def _source_name(relative: str) -> str:
+    """The file's name in the journal and the store: its relative path with forward slashes.
+
+    A name that is not valid UTF-8 (written by another OS, say) keeps its odd bytes as
+    backslash escapes, so every table can hold it; the file itself is read by its real path.
+    """
+    text = os.fsencode(relative).decode("utf-8", "backslashreplace")
+    return Path(text).as_posix()
 
 
 def _log_walk_error(exc: OSError) -> None:
