@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import shutil
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -264,7 +266,7 @@ def fit(
 def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
     """Fresh networks, or those of an existing model folder (--init) to continue from."""
     if options.init is None:
-        return Detector(options.arch), UNet(options.arch)
+        return fresh_models(options.arch, options.seed)
     from engines.export import load_torch_models
     from engines.modelcard import load_model
 
@@ -274,6 +276,35 @@ def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
                            f"differs from the one being trained {options.arch.to_dict()}")
     logger.info("starting from the networks of %s", options.init)
     return load_torch_models(bundle.folder, bundle.card)
+
+
+def fresh_models(arch: Architecture, seed: int) -> tuple[Detector, UNet]:
+    """Networks initialised from the seed alone. torch layers draw their initial weights from
+    torch's global generator and take no other, so it is seeded for their construction only
+    and restored after: nothing else run in the process changes them, and they change nothing."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Detector(arch), UNet(arch)
+
+
+@contextmanager
+def deterministic_kernels():
+    """The same arithmetic on every run: CPU kernels are repeatable for a given thread count,
+    but cuDNN's autotuner and some CUDA kernels are not. Where a CUDA operation has no
+    repeatable kernel torch warns rather than stopping the training. The settings are global,
+    so they are put back afterwards."""
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    # Read when CUDA's matrix library starts; without it its results vary between runs.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:]
 
 
 def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOptions,
@@ -543,7 +574,15 @@ def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | di
 
 def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints,
                  validation: Dataset | None = None) -> TrainedModels:
-    torch.manual_seed(options.seed)
+    """Both networks and their verdict. Every random choice comes from generators seeded by
+    `options.seed` and handed to the code that draws, so one command gives one model, bit for
+    bit on CPU, in any process."""
+    with deterministic_kernels():
+        return _train_models(dataset, options, checkpoints, validation)
+
+
+def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints,
+                  validation: Dataset | None) -> TrainedModels:
     device = pick_device(options.device)
     mode = resolve_mode(dataset, options.mode)
     multiple = pad_multiple(options.arch)
