@@ -57,6 +57,7 @@ from engines.enginecache import (
     write_atomic,
 )
 from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def ensure_engine(bundle: ModelBundle, precision: str, profile: Profile,
 
 def plan_metadata(bundle: ModelBundle, part: str, calibration: Path | None = None) -> dict:
     """What the cache records beside a plan, besides its key and hash."""
-    return {"built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source": str(bundle.path(part)),
+    return {"built_at": timestamp(), "source": str(bundle.path(part)),
             "model_id": bundle.model_id, "calibration": str(calibration) if calibration else ""}
 
 
