@@ -386,8 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "segmenter, one per frame size, into the engine cache.")
     build.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     build.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                       help="default fp16 (int8 needs --calibration; TensorRT 10 only)")
-    build.add_argument("--max-batch", type=int, default=8, help="largest batch (default 8)")
+                       help="default %(default)s (int8 needs --calibration; TensorRT 10 only)")
+    build.add_argument("--max-batch", type=int, default=8, help="largest batch (default %(default)s)")
     build.add_argument("--opt-batch", type=int, default=None,
                        help="batch TensorRT tunes for (default: --max-batch)")
     build.add_argument("--frame-size", action="append", default=None, metavar="HxW",
@@ -398,7 +398,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--cache", type=Path, default=None,
                        help=f"engine cache folder (default {default_cache_dir()})")
     build.add_argument("--parts", default="detector,segmenter",
-                       help="which models to build (default detector,segmenter)")
+                       help="which models to build (default %(default)s)")
     listing = sub.add_parser("list", help="list the cached engines")
     listing.add_argument("--cache", type=Path, default=None,
                          help=f"engine cache folder (default {default_cache_dir()})")
