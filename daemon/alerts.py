@@ -27,12 +27,12 @@ import statistics
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from daemon.config import AlertsConfig
 from daemon.frames import FrameResult
 from daemon.metrics import Metrics
+from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Alert:
     well: str = ""  # set for WELL_FIELDS
     value: float = 0.0  # the measured fraction, count or area fraction
     threshold: float = 0.0
-    at: str = ""  # ISO 8601 UTC
+    at: str = ""  # RFC 3339 UTC, milliseconds (engines.timestamps)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -239,4 +239,4 @@ def _show(plate: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return timestamp()

@@ -6,6 +6,7 @@ the key (`section.key`) and what was expected.
 
 from __future__ import annotations
 
+import re
 import tomllib
 import types
 import typing
@@ -227,14 +228,20 @@ def load_config(path: str | Path | None) -> Config:
     """Read and check a TOML file; None gives the defaults."""
     if path is None:
         return Config()
+    return parse_config(read_toml(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file's TOML as tables, or one sentence saying why it cannot be read."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}); expected a TOML text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(raw)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -309,3 +316,34 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 def _port(key: str, value: int) -> None:
     if not 0 <= value <= 65535:
         raise ConfigError(f"{key}: expected a TCP port 0-65535, got {value!r}")
+
+
+def config_problems(raw: dict[str, Any]) -> list[str]:
+    """Every problem of a config, one sentence each, where parse_config stops at the first."""
+    return [problem for name, values in raw.items() for problem in _section_problems(name, values)]
+
+
+def _section_problems(name: str, values: Any) -> list[str]:
+    """A section is judged again without each key found wrong (so with its default), until
+    nothing more is found: each problem is named once, and keys are judged beside the
+    file's other values (preset = "regex" beside the file's regex)."""
+    values = dict(values) if isinstance(values, dict) else values
+    problems: list[str] = []
+    while True:
+        try:
+            parse_config({name: values})
+            return problems
+        except ConfigError as exc:
+            problems.append(str(exc))
+        wrong = _named_key(name, problems[-1], values)
+        if wrong is None:
+            return problems
+        del values[wrong]
+
+
+def _named_key(name: str, problem: str, values: Any) -> str | None:
+    """The key of `values` a problem's sentence starts with ("input.settle_s: ..."), if any."""
+    if not isinstance(values, dict):
+        return None
+    named = [key for key in values if re.match(rf"{re.escape(name)}\.{re.escape(key)}\b", problem)]
+    return max(named, key=len, default=None)

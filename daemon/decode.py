@@ -22,7 +22,6 @@ import os
 import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,6 +31,7 @@ import tifffile
 from daemon.config import InputConfig, MetadataConfig
 from daemon.frames import Frame, FrameMeta, ReadyFile
 from daemon.metadata import parse_name
+from engines.timestamps import timestamp_ns
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def read_frame(ready: ReadyFile, options: DecodeOptions) -> Frame:
     meta = FrameMeta(
         source=ready.key.source,
         pixel_size_um=pixel_size if pixel_size is not None else options.fallback_pixel_size_um,
-        acquired_at=acquired or _iso_utc(ready.key.mtime_ns),
+        acquired_at=acquired or timestamp_ns(ready.key.mtime_ns),
         **parse_name(ready.key.source, options.metadata),
     )
     return Frame(meta=meta, pixels=pixels, ready_at=ready.ready_at, key=ready.key,
@@ -351,7 +351,3 @@ def _ome_metadata(xml: str) -> tuple[float | None, str]:
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
-
-
-def _iso_utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")

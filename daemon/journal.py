@@ -21,10 +21,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.frames import FrameKey
+from engines.timestamps import timestamp
 
 SCHEMA_VERSION = 1
 
@@ -151,7 +151,7 @@ class Journal:
             )
         if not keys:
             return
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now = timestamp()
         rows = [(k.source, k.size, k.mtime_ns, outcome, now) for k in keys]
         with self._lock:
             conn = self._connection()

@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +37,7 @@ from engines.backends.base import Engine
 from engines.familiarity import Familiarity
 from engines.modelcard import frame_flagged
 from engines.postprocess import PostprocessOptions, postprocess
+from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ class Pipeline:
     def _measure(self, item: Scored) -> FrameResult:
         frame = item.frame
         intensity = frame.pixels if frame.pixels.ndim == 2 else frame.pixels[0]
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        stamp = timestamp()
         familiarity = self.parts.familiarity
         unfamiliarity = familiarity.score(intensity) if familiarity is not None else math.nan
         if item.probability is None:

@@ -222,18 +222,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write frames into")
     parser.add_argument("--rate", type=float, default=defaults.rate,
                         help="files per second (0 = as fast as possible)")
-    parser.add_argument("--plate", type=int, choices=sorted(PLATES), default=defaults.plate)
+    parser.add_argument("--plate", type=int, choices=sorted(PLATES), default=defaults.plate,
+                        help="wells on the plate")
     parser.add_argument("--fields", type=int, default=defaults.fields, help="fields per well")
     parser.add_argument("--channels", type=int, default=defaults.channels,
                         help="channels per field, one file each")
     parser.add_argument("--size", type=int, default=defaults.size, help="frame height and width")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="one seed, one plate: the same frames every run")
     parser.add_argument("--rename", action="store_true",
                         help="write NAME.part and rename it into place (default: write in place)")
     parser.add_argument("--chunk-bytes", type=int, default=defaults.chunk_bytes,
                         help="bytes per write call")
-    parser.add_argument("--naming", choices=NAMINGS, default=defaults.naming)
-    parser.add_argument("--plate-name", default=defaults.plate_name)
+    parser.add_argument("--naming", choices=NAMINGS, default=defaults.naming,
+                        help="file names as this instrument writes them")
+    parser.add_argument("--plate-name", default=defaults.plate_name,
+                        help="plate folder (operetta) or name prefix (imagexpress)")
     parser.add_argument("--contaminated-wells", default="",
                         help="comma-separated wells with artifacts in most fields, e.g. C07,D05")
     parser.add_argument("--artifact-probability", type=float,

@@ -77,7 +77,6 @@ import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +91,7 @@ from zarr.storage import LocalStore
 
 from daemon.frames import ARTIFACT_COLUMNS, FrameFailure, FrameResult
 from engines import __version__
+from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -1115,7 +1115,7 @@ def _label_dtype(labels: np.ndarray, source: str) -> np.dtype:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return timestamp()
 
 
 def _jsonable(value: Any) -> Any:

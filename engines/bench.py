@@ -336,15 +336,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="1080x1080,2048x2048",
                         help="comma-separated frame sizes HxW")
     parser.add_argument("--frames", type=int, default=256,
-                        help="frames per configuration, at most (default 256)")
+                        help="frames per configuration, at most (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=20.0,
-                        help="time limit per configuration (default 20)")
+                        help="time limit per configuration in s (default %(default)s)")
     parser.add_argument("--offered-rate", type=float, default=None, metavar="FPS",
                         help="also measure per-frame latency with frames arriving at FPS")
     parser.add_argument("--max-wait-ms", type=float, default=0.0,
-                        help="offered mode: longest a frame waits for a fuller batch (default 0)")
+                        help="offered mode: longest a frame waits for a fuller batch "
+                             "(default %(default)s)")
     parser.add_argument("--task", choices=TASKS, default="both",
-                        help="detect, segment, or both per batch (default both)")
+                        help="detect, segment, or both per batch (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
     parser.add_argument("--cache", type=Path, default=None, help="TensorRT engine cache folder")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json",

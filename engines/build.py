@@ -57,6 +57,7 @@ from engines.enginecache import (
     write_atomic,
 )
 from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def ensure_engine(bundle: ModelBundle, precision: str, profile: Profile,
 
 def plan_metadata(bundle: ModelBundle, part: str, calibration: Path | None = None) -> dict:
     """What the cache records beside a plan, besides its key and hash."""
-    return {"built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source": str(bundle.path(part)),
+    return {"built_at": timestamp(), "source": str(bundle.path(part)),
             "model_id": bundle.model_id, "calibration": str(calibration) if calibration else ""}
 
 
@@ -385,8 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "segmenter, one per frame size, into the engine cache.")
     build.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     build.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                       help="default fp16 (int8 needs --calibration; TensorRT 10 only)")
-    build.add_argument("--max-batch", type=int, default=8, help="largest batch (default 8)")
+                       help="default %(default)s (int8 needs --calibration; TensorRT 10 only)")
+    build.add_argument("--max-batch", type=int, default=8, help="largest batch (default %(default)s)")
     build.add_argument("--opt-batch", type=int, default=None,
                        help="batch TensorRT tunes for (default: --max-batch)")
     build.add_argument("--frame-size", action="append", default=None, metavar="HxW",
@@ -397,7 +398,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--cache", type=Path, default=None,
                        help=f"engine cache folder (default {default_cache_dir()})")
     build.add_argument("--parts", default="detector,segmenter",
-                       help="which models to build (default detector,segmenter)")
+                       help="which models to build (default %(default)s)")
     listing = sub.add_parser("list", help="list the cached engines")
     listing.add_argument("--cache", type=Path, default=None,
                          help=f"engine cache folder (default {default_cache_dir()})")

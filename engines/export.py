@@ -43,7 +43,9 @@ def export_onnx(model: nn.Module, path: Path, output_name: str, arch: Architectu
                 metadata: dict[str, str]) -> None:
     """Export with dynamic batch, height and width (height/width multiples of pad_multiple)."""
     multiple = pad_multiple(arch)
-    example = torch.rand(2, arch.in_channels, 2 * multiple, 3 * multiple) * 1000
+    # Its own generator: exporting must not draw from (or depend on) torch's global one.
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(2, arch.in_channels, 2 * multiple, 3 * multiple, generator=gen) * 1000
     batch, h, w = torch.export.Dim("batch"), torch.export.Dim("h"), torch.export.Dim("w")
     model = model.cpu().eval()
     with warnings.catch_warnings():

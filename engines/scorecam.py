@@ -25,8 +25,13 @@ from engines.models import Detector
 
 
 @torch.no_grad()
-def scorecam(detector: Detector, frame: torch.Tensor, *, top_k: int = 32, chunk: int = 8) -> np.ndarray:
-    """One frame (C, H, W) float32 -> (H, W) float32 map in [0, 1] (0 everywhere if nothing)."""
+def scorecam(detector: Detector, frame: torch.Tensor, *, top_k: int = 32, chunk: int = 8,
+             seed: int = 0) -> np.ndarray:
+    """One frame (C, H, W) float32 -> (H, W) float32 map in [0, 1] (0 everywhere if nothing).
+
+    The faint noise of the flat reference frame comes from a generator of its own, so a map
+    depends only on the detector, the frame and the seed: the same in every process, and the
+    same whether the maps before it were computed or read from a cache."""
     detector.eval()
     x = frame[None]
     maps = detector.cam_maps(x)[0]  # (K, h, w)
@@ -40,7 +45,8 @@ def scorecam(detector: Detector, frame: torch.Tensor, *, top_k: int = 32, chunk:
     high = up.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
     up = (up - low) / (high - low + 1e-8)  # (k, 1, H, W) in [0, 1]
     mean = x.mean(dim=(2, 3), keepdim=True)
-    flat_score = torch.sigmoid(detector.logits(torch.full_like(x, 1.0) * mean + 1e-3 * torch.randn_like(x)))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    flat_score = torch.sigmoid(detector.logits(torch.full_like(x, 1.0) * mean + 1e-3 * noise))
     weights = []
     for start in range(0, len(chosen), chunk):
         part = up[start : start + chunk]

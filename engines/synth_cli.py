@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, required=True, help="number of frames")
     parser.add_argument("--seed", type=int, required=True, help="dataset seed (frames are reproducible)")
     parser.add_argument("--size", type=int, default=1080, help="frame height and width in px")
-    parser.add_argument("--dtype", choices=DTYPES, default="uint16")
+    parser.add_argument("--dtype", choices=DTYPES, default="uint16", help="pixel type of the frames")
     parser.add_argument(
         "--artifact-probability", type=float, default=0.5, help="chance a frame holds artifacts"
     )

@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import shutil
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -264,7 +266,7 @@ def fit(
 def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
     """Fresh networks, or those of an existing model folder (--init) to continue from."""
     if options.init is None:
-        return Detector(options.arch), UNet(options.arch)
+        return fresh_models(options.arch, options.seed)
     from engines.export import load_torch_models
     from engines.modelcard import load_model
 
@@ -274,6 +276,35 @@ def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
                            f"differs from the one being trained {options.arch.to_dict()}")
     logger.info("starting from the networks of %s", options.init)
     return load_torch_models(bundle.folder, bundle.card)
+
+
+def fresh_models(arch: Architecture, seed: int) -> tuple[Detector, UNet]:
+    """Networks initialised from the seed alone. torch layers draw their initial weights from
+    torch's global generator and take no other, so it is seeded for their construction only
+    and restored after: nothing else run in the process changes them, and they change nothing."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Detector(arch), UNet(arch)
+
+
+@contextmanager
+def deterministic_kernels():
+    """The same arithmetic on every run: CPU kernels are repeatable for a given thread count,
+    but cuDNN's autotuner and some CUDA kernels are not. Where a CUDA operation has no
+    repeatable kernel torch warns rather than stopping the training. The settings are global,
+    so they are put back afterwards."""
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    # Read when CUDA's matrix library starts; without it its results vary between runs.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:]
 
 
 def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOptions,
@@ -543,7 +574,15 @@ def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | di
 
 def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints,
                  validation: Dataset | None = None) -> TrainedModels:
-    torch.manual_seed(options.seed)
+    """Both networks and their verdict. Every random choice comes from generators seeded by
+    `options.seed` and handed to the code that draws, so one command gives one model, bit for
+    bit on CPU, in any process."""
+    with deterministic_kernels():
+        return _train_models(dataset, options, checkpoints, validation)
+
+
+def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints,
+                  validation: Dataset | None) -> TrainedModels:
     device = pick_device(options.device)
     mode = resolve_mode(dataset, options.mode)
     multiple = pad_multiple(options.arch)
@@ -602,26 +641,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=Path, required=True, help="CSV with columns source,label (clean|artifact)")
     parser.add_argument("--masks", type=Path, help="folder of pixel masks under the same relative paths")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
-    parser.add_argument("--mode", choices=("auto", "weak", "supervised"), default="auto")
+    parser.add_argument("--mode", choices=("auto", "weak", "supervised"), default="auto",
+                        help="weak: image labels only (the U-Net learns from ScoreCAM "
+                             "pseudo-masks); supervised: a mask for every artifact frame; auto: "
+                             "supervised when every artifact frame has a mask")
     parser.add_argument("--detector-steps", type=int,
-                        help=f"default {DEFAULTS.detector_steps}, or {FINE_TUNE_STEPS['detector']} "
-                             "when fine-tuning (--init)")
+                        help=f"detector training steps (default {DEFAULTS.detector_steps}, or "
+                             f"{FINE_TUNE_STEPS['detector']} when fine-tuning with --init)")
     parser.add_argument("--segmenter-steps", type=int,
-                        help=f"default {DEFAULTS.segmenter_steps}, or {FINE_TUNE_STEPS['segmenter']} "
-                             "when fine-tuning (--init); 0 keeps the U-Net of --init as it is")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    parser.add_argument("--crop", type=int, default=DEFAULTS.crop)
+                        help=f"U-Net training steps (default {DEFAULTS.segmenter_steps}, or "
+                             f"{FINE_TUNE_STEPS['segmenter']} when fine-tuning with --init); 0 keeps "
+                             "the U-Net of --init as it is")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                        help="frames (detector) or crops (U-Net) per training step")
+    parser.add_argument("--crop", type=int, default=DEFAULTS.crop,
+                        help="side of the square U-Net training crops in px (a multiple of "
+                             f"{pad_multiple(Architecture())})")
     parser.add_argument("--focus", type=float, default=DEFAULTS.focus,
                         help="fraction of segmenter crops centred on an artifact")
     parser.add_argument("--segment", choices=("auto", *SEGMENT_MODES), default=DEFAULTS.segment,
                         help="frames the segmenter runs on in service: all (a frame is also "
                              "flagged when the U-Net finds an artifact), only those the detector "
-                             "flags, or auto (default: the better image F1 on validation); "
+                             "flags, or auto (the better image F1 on validation); "
                              "validation chooses the thresholds for it")
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
-    parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction)
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate,
+                        help="Adam's starting learning rate (it decays to 0 over the steps)")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
+                        help="share of the frames held back to choose the thresholds on")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                        help="one seed, one model: the same command gives the same weights "
+                             "on CPU")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda "
+                                                          "or cuda:N")
     parser.add_argument("--channels", type=int, default=1, help="input channels per frame")
     parser.add_argument("--name", default=DEFAULTS.name, help="model name in its card")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/")
@@ -637,8 +688,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-labels", type=Path, help="labels CSV of --val-frames")
     parser.add_argument("--val-masks", type=Path, help="pixel masks of --val-frames")
     parser.add_argument("--max-false-flag-rate", type=float, default=DEFAULTS.max_false_flag_rate,
-                        help="share of clean validation frames the chosen verdict may flag "
-                             f"(default {DEFAULTS.max_false_flag_rate})")
+                        help="share of clean validation frames the chosen verdict may flag")
     parser.add_argument("--mixed-bit-depths", action="store_true",
                         help="accept frames of different pixel types (uint8 and uint16) together")
     parser.add_argument("--cam-cache", type=Path,

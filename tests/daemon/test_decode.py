@@ -43,7 +43,7 @@ def test_plain_uint16_frame(tmp_path: Path) -> None:
     np.testing.assert_array_equal(frame.pixels, image)
     assert frame.key is not None and frame.frame_id == "a.tif"
     assert frame.meta.source == "a.tif" and frame.meta.pixel_size_um is None
-    assert frame.meta.acquired_at.endswith("+00:00")
+    assert frame.meta.acquired_at.endswith("Z")  # the file time, RFC 3339 UTC
 
 
 def test_bad_corpus_reasons_and_messages(tmp_path: Path) -> None:

@@ -349,3 +349,50 @@ def test_validation_frames_need_their_labels(tiny_dataset, tmp_path, caplog):
     assert main(train_args(tiny_dataset, out, mode="supervised", extra=extra)) == 2
     assert "--val-frames and --val-labels go together" in caplog.text
     assert not out.exists()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_one_command_gives_one_model_in_two_processes(tiny_dataset, tmp_path):
+    """The same `artifactd train` run in two processes, whose str hashes Python salts
+    differently, gives the same weights tensor for tensor and the same card."""
+    runs = {}
+    for salt in ("1", "2"):
+        out = tmp_path / f"model-{salt}"
+        argv = [sys.executable, "-m", "daemon.cli", "train", "--frames", str(tiny_dataset / "frames"),
+                "--labels", str(tiny_dataset / "labels.csv"), "--masks", str(tiny_dataset / "masks"),
+                "--out", str(out), "--mode", "weak", "--detector-steps", "3",
+                "--segmenter-steps", "3", "--batch-size", "2", "--crop", "64",
+                "--val-fraction", "0.34", "--seed", "11", "--device", "cpu"]
+        env = {**os.environ, "PYTHONHASHSEED": salt, "PYTHONPATH": str(REPO)}
+        runs[out] = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+    for process in runs.values():
+        _, stderr = process.communicate(timeout=240)
+        assert process.returncode == 0, stderr[-3000:]
+    first, second = runs
+    for part in ("detector.pt", "segmenter.pt"):
+        a = torch.load(first / part, weights_only=True)
+        b = torch.load(second / part, weights_only=True)
+        assert a and list(a) == list(b)
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{part}: {len(different)} tensors differ, first {different[0]}"
+    assert (first / "model.json").read_text() == (second / "model.json").read_text()
+
+
+def test_training_leaves_torchs_global_generator_alone(tiny_dataset, tmp_path):
+    """Every draw comes from generators of its own: what ran before cannot change the model,
+    and training does not move the generator other code relies on."""
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv", tiny_dataset / "masks")
+    options = TrainOptions(mode="weak", detector_steps=2, segmenter_steps=2, batch_size=2,
+                           crop=64, val_fraction=0.34)
+    weights = []
+    for noise_before in (0, 5):
+        torch.manual_seed(123)
+        torch.rand(noise_before)  # other code drew from the global generator first
+        state = torch.get_rng_state()
+        trained = train_models(dataset, options, Checkpoints(tmp_path / f"ckpt-{noise_before}"))
+        assert torch.equal(torch.get_rng_state(), state)
+        weights.append(trained.segmenter.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
