@@ -65,12 +65,12 @@ def config_file(tmp_path: Path, *, input_dir: Path, store: Path, **sections: dic
     return path
 
 
-def start_service(config: Path, *extra: str, log: Path) -> subprocess.Popen:
+def start_service(config: Path, *extra: str, log: Path, env: dict | None = None) -> subprocess.Popen:
     handle = log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "run", "--config", str(config), *extra],
         cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
 
 

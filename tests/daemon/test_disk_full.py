@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -80,3 +82,62 @@ def test_full_disk_pauses_then_resumes_without_loss(tmp_path, tiny_disk):
     counts = Counter(stored_sources(store))
     assert set(counts) == {str(p.relative_to(folder)) for p in first + more}
     assert max(counts.values()) == 1
+
+
+class WatchdogListener:
+    """A real NOTIFY_SOCKET, as systemd gives a unit with WatchdogSec=: collects the pings."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.pings: list[float] = []
+
+    def collect(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                message = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"WATCHDOG=1" in message.split(b"\n"):
+                self.pings.append(time.monotonic())
+
+    def pinged_within(self, seconds: float) -> bool:
+        before = len(self.pings)
+        self.collect(seconds)
+        return len(self.pings) > before
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_watchdog_pings_stop_while_no_frame_becomes_durable_and_resume(tmp_path, tiny_disk):
+    folder = tmp_path / "in"
+    store = tiny_disk / "results.zarr"
+    log = tmp_path / "service.log"
+    write_frames(folder, 2, seed=41)
+    config = config_file(tmp_path, input_dir=folder, store=store,
+                         output={"journal": str(tmp_path / "journal.sqlite")},
+                         service={"stall_timeout_s": 3.0, "drain_timeout_s": 30.0})
+    listener = WatchdogListener(tmp_path / "notify.sock")
+    process = start_service(config, log=log, env={
+        "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"})
+    try:
+        wait_for(lambda: len(stored_sources(store)) == 2, 90, "the first frames")
+        assert listener.pinged_within(3), "a working service pings"
+        fillers = fill(tiny_disk)
+        write_frames(folder, 3, seed=41, start=2)
+        wait_for(lambda: "no frame has become durable" in log.read_text(), 60,
+                 "the service to notice it is stalled")
+        assert not listener.pinged_within(3), "pings must stop so systemd restarts the service"
+        assert process.poll() is None
+        for filler in fillers:
+            filler.unlink()
+        wait_for(lambda: len(stored_sources(store)) == 5, 120, "all frames after space returned")
+        assert listener.pinged_within(3), "pings resume once frames become durable"
+    finally:
+        code = stop(process)
+        listener.close()
+    assert code == 0, log.read_text()
