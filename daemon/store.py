@@ -699,8 +699,8 @@ class ResultsStore:
             stack_counts = {name: s.committed for name, s in self._stacks.items()}
             n_art = len(art_cols["identity"])
             try:
-                for name, shape, dtype in new_stacks:
-                    self._create_stack(name, shape, dtype)
+                for name, shape, dtype, pixel_size_um in new_stacks:
+                    self._create_stack(name, shape, dtype, pixel_size_um)
                     stack_counts[name] = 0
                 writes = self._column_writes("frames", frame_cols)
                 if n_art:
@@ -761,7 +761,7 @@ class ResultsStore:
         f: dict[str, list] = {name: [] for name in FRAME_COLUMNS}
         art: dict[str, list[np.ndarray]] = {name: [] for name in ARTIFACT_TABLE_COLUMNS}
         per_stack: dict[str, list[np.ndarray]] = {}
-        new_stacks: list[tuple[str, tuple[int, int], np.dtype]] = []
+        new_stacks: list[tuple[str, tuple[int, int], np.dtype, float | None]] = []
         for i, r in enumerate(batch):
             meta = r.frame.meta
             labels = np.asarray(r.labels)
@@ -773,7 +773,7 @@ class ResultsStore:
                 height, width = labels.shape
                 stack = stack_name((height, width), dtype)
                 if stack not in self._stacks and stack not in per_stack:
-                    new_stacks.append((stack, (height, width), dtype))
+                    new_stacks.append((stack, (height, width), dtype, meta.pixel_size_um))
                 masks = per_stack.setdefault(stack, [])
                 index = (self._stacks[stack].committed if stack in self._stacks else 0) + len(masks)
                 masks.append(labels.astype(dtype, copy=False))
@@ -831,7 +831,8 @@ class ResultsStore:
         start = self._counts[table]
         return [(col, start, values[name]) for name, col in self._columns[table].items()]
 
-    def _create_stack(self, name: str, shape: tuple[int, int], dtype: np.dtype) -> None:
+    def _create_stack(self, name: str, shape: tuple[int, int], dtype: np.dtype,
+                      pixel_size_um: float | None) -> None:
         height, width = shape
         image_group = self._root["masks"].require_group(name)
         common = {
@@ -849,24 +850,25 @@ class ResultsStore:
             {
                 "ome": {
                     "version": NGFF_VERSION,
-                    "multiscales": [_multiscale(LABEL_NAME)],
-                    "image-label": {
-                        "version": NGFF_VERSION,
-                        "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],
-                        "source": {"image": "../../"},
-                    },
+                    "multiscales": [_multiscale(LABEL_NAME, pixel_size_um)],
+                    # No "colors": viewers then give every artifact a colour of their own. A
+                    # colour list naming only 0 made napari draw every label transparent.
+                    "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}},
                 }
             }
         )
         labels_group.attrs.update({"ome": {"version": NGFF_VERSION, "labels": [LABEL_NAME]}})
         image_group.attrs.update(
             {
-                "ome": {"version": NGFF_VERSION, "multiscales": [_multiscale(name)]},
+                "ome": {"version": NGFF_VERSION,
+                        "multiscales": [_multiscale(name, pixel_size_um)]},
                 "artifactd": {
                     "note": "placeholder image (the raw frames are not copied into the store); "
                     f"the masks are labels/{LABEL_NAME}, one t per frame",
                     "frame_shape": [height, width],
                     "label_dtype": np.dtype(dtype).name,
+                    # The first frame's pixel size; each frame's own is in the frame table.
+                    "pixel_size_um": pixel_size_um,
                 },
             }
         )
@@ -1127,13 +1129,19 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
-def _multiscale(name: str) -> dict:
+def _multiscale(name: str, pixel_size_um: float | None) -> dict:
+    """NGFF multiscales of one level: t, then y and x in micrometres when the pixel size is
+    known (viewers then show a scale bar and overlay other images correctly), else in pixels."""
+    axes = [dict(a) for a in _AXES]
+    scale = [1.0, 1.0, 1.0]
+    if pixel_size_um is not None and math.isfinite(pixel_size_um) and pixel_size_um > 0:
+        for axis in axes[1:]:
+            axis["unit"] = "micrometer"
+        scale[1:] = [float(pixel_size_um)] * 2
     return {
         "name": name,
-        "axes": _AXES,
-        "datasets": [
-            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * 3}]}
-        ],
+        "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
     }
 
 
