@@ -6,10 +6,16 @@
                    (streamed frames: DIR/zmq/<frame id>.tif); uint8 when every label fits, else
                    uint16; the frame's height and width; 0 = background. When a file was
                    processed more than once (rewritten in place), the latest result wins.
---frames FILE      one row per frame
---artifacts FILE   one row per artifact
+--frames FILE      one row per frame: every column of the store's frame table, after
+                   `frame_row` (the row's number, the join key) and `current` (false for a
+                   result a later version of the same file replaced)
+--artifacts FILE   one row per artifact: every column of the store's artifact table (its
+                   `frame_row` joins it to the frame table)
+--failures FILE    one row per frame that could not be processed, and why
+--history          also the replaced results (by default only current frames and their
+                   artifacts are exported)
 
-Any combination of the three. Every output is written to a temporary file and renamed into
+Any combination of them. Every output is written to a temporary file and renamed into
 place, so a reader never sees half a file. The store may be open by a running service: export
 reads the rows committed when it starts.
 """
@@ -21,7 +27,6 @@ import csv
 import logging
 import re
 import sys
-from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -33,15 +38,8 @@ from engines.files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
-FRAME_CSV_COLUMNS = (
-    "source", "plate", "well", "field", "channel", "score", "flagged", "area_fraction",
-    "n_artifacts", "unfamiliarity", "processed_at",
-)
-ARTIFACT_CSV_COLUMNS = (
-    "source", "label", "area_px", "area_um2", "perimeter_px", "circularity", "eccentricity",
-    "ellipticity", "equivalent_diameter_px", "centroid_y", "centroid_x", "bbox_min_y",
-    "bbox_min_x", "bbox_max_y", "bbox_max_x",
-)
+# Columns the export adds in front of the frame table's own (which are all exported).
+FRAME_ROW, CURRENT = "frame_row", "current"
 
 _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -62,13 +60,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifacts", metavar="FILE.csv", type=Path, help="write the artifact table as CSV"
     )
+    parser.add_argument(
+        "--failures", metavar="FILE.csv", type=Path,
+        help="write the failure table (frames that could not be processed, and why) as CSV",
+    )
+    parser.add_argument(
+        "--history", action="store_true",
+        help="also export results replaced by a later version of the same file",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    if not (args.masks or args.frames or args.artifacts):
+    if not (args.masks or args.frames or args.artifacts or args.failures):
         print(
-            "artifactd export: nothing to export: give --masks DIR, --frames FILE.csv "
-            "and/or --artifacts FILE.csv",
+            "artifactd export: nothing to export: give --masks DIR, --frames FILE.csv, "
+            "--artifacts FILE.csv and/or --failures FILE.csv",
             file=sys.stderr,
         )
         return 2
@@ -79,11 +85,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.frames:
-            n = export_frames(store, args.frames)
+            n = export_frames(store, args.frames, history=args.history)
             logger.info("wrote %d frames to %s", n, args.frames)
         if args.artifacts:
-            n = export_artifacts(store, args.artifacts)
+            n = export_artifacts(store, args.artifacts, history=args.history)
             logger.info("wrote %d artifacts to %s", n, args.artifacts)
+        if args.failures:
+            n = export_failures(store, args.failures)
+            logger.info("wrote %d failures to %s", n, args.failures)
         if args.masks:
             n = export_masks(store, args.masks)
             logger.info("wrote %d masks under %s", n, args.masks)
@@ -176,18 +185,41 @@ def export_masks(store: ResultsStore, folder: Path, *, progress: bool | None = N
 # ------------------------------------------------------------------------------------ tables
 
 
-def export_frames(store: ResultsStore, path: Path) -> int:
+def current_rows(sources: np.ndarray) -> np.ndarray:
+    """True for each frame row that is the latest result of its source (a file processed again
+    after it was rewritten has an older row, now replaced)."""
+    latest: dict[str, int] = {}
+    for row, source in enumerate(sources):
+        latest[str(source)] = row
+    current = np.zeros(len(sources), dtype=bool)
+    current[list(latest.values())] = True
+    return current
+
+
+def export_frames(store: ResultsStore, path: Path, *, history: bool = False) -> int:
     table = store.frame_table()
-    return _write_csv(path, FRAME_CSV_COLUMNS, table)
+    current = current_rows(table["source"])
+    keep = slice(None) if history else current
+    columns = {FRAME_ROW: np.arange(len(current))[keep], CURRENT: current[keep]}
+    columns.update({name: values[keep] for name, values in table.items()})
+    return _write_csv(path, columns)
 
 
-def export_artifacts(store: ResultsStore, path: Path) -> int:
+def export_artifacts(store: ResultsStore, path: Path, *, history: bool = False) -> int:
     table = store.artifact_table()
-    return _write_csv(path, ARTIFACT_CSV_COLUMNS, table)
+    if not history:
+        current = current_rows(store.frame_table()["source"])
+        keep = current[table[FRAME_ROW].astype(np.int64)] if len(current) else np.zeros(0, bool)
+        table = {name: values[keep] for name, values in table.items()}
+    return _write_csv(path, table)
 
 
-def _write_csv(path: Path, columns: Iterable[str], table: dict[str, np.ndarray]) -> int:
-    columns = tuple(columns)
+def export_failures(store: ResultsStore, path: Path) -> int:
+    return _write_csv(path, store.failure_table())
+
+
+def _write_csv(path: Path, table: dict[str, np.ndarray]) -> int:
+    columns = tuple(table)
     texts = [_as_text(table[name]) for name in columns]
     n = len(texts[0]) if texts else 0
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import tifffile
 import zarr
 
 from daemon.cli import main as cli_main
-from daemon.export import ARTIFACT_CSV_COLUMNS, FRAME_CSV_COLUMNS, mask_relpath
+from daemon.export import mask_relpath
 from daemon.store import ResultsStore, open_store_readonly
 from tests.daemon.test_store import make_result
 
@@ -85,33 +85,82 @@ def test_export_masks_and_csvs(store_path: Path, tmp_path: Path) -> None:
     assert int(tifffile.imread(masks / "plate1/sub/B02_f1.tif").max()) == 300
 
     header, rows = read_csv(frames_csv)
-    assert header == list(FRAME_CSV_COLUMNS)
-    assert len(rows) == len(frames["source"]) == 4
+    plain = plain_table(store_path, "frames")
+    assert header[:2] == ["frame_row", "current"]
+    assert sorted(header[2:]) == sorted(plain), "every column the store holds is exported"
+    assert len(rows) == 4
     for i, row in enumerate(rows):
-        assert row["source"] == frames["source"][i]
-        assert row["plate"] == frames["plate"][i]
-        assert row["well"] == frames["well"][i]
-        assert int(row["field"]) == frames["field"][i]
-        assert int(row["channel"]) == frames["channel"][i]
-        assert float(row["score"]) == pytest.approx(frames["score"][i])
-        assert row["flagged"] == ("true" if frames["flagged"][i] else "false")
-        assert float(row["area_fraction"]) == pytest.approx(frames["area_fraction"][i])
-        assert int(row["n_artifacts"]) == frames["n_artifacts"][i]
-        assert row["processed_at"] == frames["processed_at"][i]
+        assert row["frame_row"] == str(i) and row["current"] == "true"
+        for name, values in plain.items():
+            assert_cell(row[name], values[i])
 
     header, rows = read_csv(artifacts_csv)
-    assert header == list(ARTIFACT_CSV_COLUMNS)
+    plain = plain_table(store_path, "artifacts")
+    assert sorted(header) == sorted(plain)
+    assert {"frame_row", "major_axis_px", "minor_axis_px", "mean_intensity"} <= set(header)
     assert len(rows) == len(arts["label"]) == 3 + 300 + 3
     for i in (0, 5, len(rows) - 1):
-        row = rows[i]
-        assert row["source"] == arts["source"][i]
-        for name in ARTIFACT_CSV_COLUMNS[1:]:
-            value = arts[name][i]
-            if isinstance(value, np.floating) and math.isnan(value):
-                assert row[name] == ""
-            else:
-                assert float(row[name]) == pytest.approx(float(value), rel=1e-6)
+        for name, values in plain.items():
+            assert_cell(rows[i][name], values[i])
     store.close()
+
+
+def plain_table(store_path: Path, table: str) -> dict[str, np.ndarray]:
+    """A table read with plain zarr: every column array, up to the committed row count."""
+    root = zarr.open_group(store_path, mode="r")
+    n = root.attrs["committed"][table]
+    group = root[table]
+    return {name: np.asarray(group[name][:n]) for name in group.array_keys()}
+
+
+def assert_cell(cell: str, value) -> None:
+    if isinstance(value, (bool, np.bool_)):
+        assert cell == ("true" if value else "false")
+    elif isinstance(value, (float, np.floating)):
+        assert cell == "" if math.isnan(value) else float(cell) == pytest.approx(float(value))
+    elif isinstance(value, (int, np.integer)):
+        assert int(cell) == value
+    else:
+        assert cell == str(value)
+
+
+def test_a_rewritten_file_exports_its_current_row_unless_history_is_asked(tmp_path: Path) -> None:
+    path = tmp_path / "r.zarr"
+    old = make_result(0, source="w/A.tif", size=1, n_artifacts=2)
+    new = make_result(1, source="w/A.tif", size=2, n_artifacts=5)
+    other = make_result(2, source="w/B.tif", n_artifacts=1)
+    with ResultsStore(path) as store:
+        store.append([old, other])
+        store.append([new])
+    frames, arts = tmp_path / "f.csv", tmp_path / "a.csv"
+    assert cli_main(["export", str(path), "--frames", str(frames), "--artifacts", str(arts)]) == 0
+    _, rows = read_csv(frames)
+    assert [(r["source"], r["frame_row"], r["current"]) for r in rows] == [
+        ("w/B.tif", "1", "true"), ("w/A.tif", "2", "true")]
+    _, rows = read_csv(arts)
+    assert sorted(r["frame_row"] for r in rows) == ["1"] + ["2"] * 5
+
+    assert cli_main(["export", str(path), "--frames", str(frames), "--artifacts", str(arts),
+                     "--history"]) == 0
+    _, rows = read_csv(frames)
+    assert [(r["source"], r["current"]) for r in rows] == [
+        ("w/A.tif", "false"), ("w/B.tif", "true"), ("w/A.tif", "true")]
+    _, rows = read_csv(arts)
+    assert len(rows) == 2 + 1 + 5
+
+
+def test_the_failure_table_is_exported(tmp_path: Path) -> None:
+    from daemon.frames import FrameFailure, FrameKey
+
+    path = tmp_path / "r.zarr"
+    with ResultsStore(path) as store:
+        store.record_failures([FrameFailure("p/x.tif", "truncated", "p/x.tif: ends early",
+                                            FrameKey("p/x.tif", 10, 1))])
+    out = tmp_path / "failures.csv"
+    assert cli_main(["export", str(path), "--failures", str(out)]) == 0
+    header, rows = read_csv(out)
+    assert sorted(header) == sorted(plain_table(path, "failures"))
+    assert [(r["source"], r["reason"]) for r in rows] == [("p/x.tif", "truncated")]
 
 
 def test_any_single_option(store_path: Path, tmp_path: Path) -> None:
