@@ -47,12 +47,14 @@ class InputConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetadataConfig:
-    preset: str = "auto"  # "auto" | "operetta" | "imagexpress" | "regex" | "none"
+    # "auto" | "operetta" | "imagexpress" | "cellvoyager" | "cq1" | "generic" | "regex" | "none"
+    preset: str = "auto"
     regex: str = ""  # named groups: plate, well, row, column, field, channel, plane
     pixel_size_um: float = 0.0  # used when the file does not say; 0 = unknown
 
     def check(self) -> None:
-        _choice("metadata.preset", self.preset, ("auto", "operetta", "imagexpress", "regex", "none"))
+        _choice("metadata.preset", self.preset, ("auto", "operetta", "imagexpress", "cellvoyager",
+                                                 "cq1", "generic", "regex", "none"))
         if self.preset == "regex" and not self.regex:
             raise ConfigError("metadata.regex: expected a regular expression when preset = 'regex'")
         _positive("metadata.pixel_size_um", self.pixel_size_um, allow_zero=True)

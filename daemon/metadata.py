@@ -9,8 +9,19 @@ Presets:
   ``Plate1_C07_s3_w2.tif``; ``_s`` and ``_w`` are optional (one site / one wavelength), a
   ``_thumb...`` or UUID suffix after the channel is allowed, and a ``ZStep_<n>`` folder gives the
   plane.
-- ``auto`` tries each preset in turn; ``regex`` uses the configured expression; ``none`` parses
-  nothing.
+  The well is upper case, as MetaXpress writes it: in ``P123_A05_f1.tif`` "f1" is no well.
+- ``cellvoyager`` (Yokogawa CV7000 / CV8000): ``<plate>_<well>_T<time>F<field>L<layer>A<action>
+  Z<plane>C<channel>.tif``, e.g. ``AssayPlate_Greiner_#655090_C02_T0001F001L01A01Z01C01.tif``.
+- ``cq1`` (Yokogawa CellVoyager CQ1): ``W<well number>F<field>T<time>Z<plane>C<channel>.tif``,
+  e.g. ``W0001F0001T0001Z001C1.tif``; the plate is the folder. The name carries the well's
+  number, not its row and column (those depend on the plate format), so the well is kept as the
+  instrument numbered it: "W0001".
+- ``generic``: ``<plate>_<well>_<f|s><field>[_<w|c|ch><channel>].tif`` with a strict well, a row
+  letter A-P and one or two digits: ``P123_A05_f1.tif``, ``screen3_H12_s2_w1.tif``.
+- ``auto`` tries each preset in turn. A name none of them fully describes gets no plate, well or
+  field (never a guessed one); the folder's first such name is logged with what to configure,
+  and `artifactd_filenames_unparsed_total` counts them. ``regex`` uses the configured
+  expression; ``none`` parses nothing.
 
 Numbers are kept as the instrument wrote them (1-based); wells are a row letter and two digits.
 """
@@ -18,10 +29,15 @@ Numbers are kept as the instrument wrote them (1-based); wells are a row letter 
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import threading
+from collections import OrderedDict
 from typing import TypedDict
 
 from daemon.config import ConfigError, MetadataConfig
+
+logger = logging.getLogger(__name__)
 
 REGEX_GROUPS = ("plate", "well", "row", "column", "field", "channel", "plane")
 
@@ -30,9 +46,25 @@ _OPERETTA = re.compile(
     r"-ch(?P<channel>\d+)sk\d+fk\d+fl\d+\.tiff?",
     re.IGNORECASE,
 )
+# The plate never runs across a "_<well>_" token: in "P123_A05_F1.tif" the well is A05 (and the
+# name is not MetaXpress's), not F1 of a plate "P123_A05".
 _IMAGEXPRESS = re.compile(
-    r"(?P<plate>.+?)_(?P<well>[A-Z]{1,2}\d{1,2})(?:_s(?P<field>\d+))?(?:_w(?P<channel>\d+))?"
+    r"(?P<plate>(?:(?!_(?-i:[A-Z]{1,2})\d{1,2}_).)+?)_(?P<well>(?-i:[A-Z]{1,2})\d{1,2})(?:_s(?P<field>\d+))?(?:_w(?P<channel>\d+))?"
     r"(?:_thumb[^.]*|[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})?\.tiff?",
+    re.IGNORECASE,
+)
+_CELLVOYAGER = re.compile(
+    r"(?P<plate>.+)_(?P<well>(?-i:[A-Z]{1,2})\d{2})_T\d{4}F(?P<field>\d{3})L\d{2}A\d{2}"
+    r"Z(?P<plane>\d{2})C(?P<channel>\d{2})\.tiff?",
+    re.IGNORECASE,
+)
+_CQ1 = re.compile(
+    r"W(?P<well>\d{4})F(?P<field>\d{4})T\d{4}Z(?P<plane>\d{3})C(?P<channel>\d+)\.tiff?",
+    re.IGNORECASE,
+)
+_GENERIC = re.compile(
+    r"(?P<plate>.+?)_(?P<well>(?-i:[A-P])\d{1,2})_[fs](?P<field>\d+)"
+    r"(?:_(?:w|ch|c)(?P<channel>\d+))?\.tiff?",
     re.IGNORECASE,
 )
 _ZSTEP_FOLDER = re.compile(r"ZStep_(\d+)", re.IGNORECASE)
@@ -65,12 +97,46 @@ def parse_name(source: str, config: MetadataConfig) -> NameMeta:
         return _meta()
     if config.preset == "regex":
         return _parse_regex(source, folders, _compiled(config.regex))
-    parsers = {"operetta": (_parse_operetta,), "imagexpress": (_parse_imagexpress,)}
-    for parse in parsers.get(config.preset, (_parse_operetta, _parse_imagexpress)):
+    chosen = PRESETS.get(config.preset)
+    for parse in (chosen,) if chosen else PRESETS.values():
         meta = parse(name, folders)
         if meta is not None:
             return meta
+    _unparsed.note(folders, name, config.preset)
     return _meta()
+
+
+def unparsed_names() -> int:
+    """File names no preset described since start-up (artifactd_filenames_unparsed_total)."""
+    return _unparsed.count
+
+
+class _Unparsed:
+    """Counts names no preset describes; logs the first one of each folder (a bounded memory
+    of folders, so a long screen cannot grow it)."""
+
+    def __init__(self, folders: int = 1024) -> None:
+        self.count = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._limit = folders
+        self._lock = threading.Lock()
+
+    def note(self, folder: str, name: str, preset: str) -> None:
+        with self._lock:
+            self.count += 1
+            if folder in self._seen:
+                return
+            self._seen[folder] = None
+            if len(self._seen) > self._limit:
+                self._seen.popitem(last=False)
+        logger.warning(
+            "%s: file names like %r match no preset (%s), so their plate, well and field are "
+            "left empty; set metadata.preset to the instrument's, or metadata.preset = \"regex\" "
+            "with metadata.regex", folder or ".", name,
+            ", ".join(PRESETS) if preset == "auto" else preset)
+
+
+_unparsed = _Unparsed()
 
 
 def check_regex(config: MetadataConfig) -> None:
@@ -122,6 +188,42 @@ def _parse_imagexpress(name: str, folders: str) -> NameMeta | None:
         channel=_number(match["channel"]),
         plane=int(zstep[1]) if zstep else -1,
     )
+
+
+def _parse_cellvoyager(name: str, folders: str) -> NameMeta | None:
+    match = _CELLVOYAGER.fullmatch(name)
+    if match is None:
+        return None
+    return _meta(plate=match["plate"], well=_normal_well(match["well"]),
+                 field=int(match["field"]), channel=int(match["channel"]),
+                 plane=int(match["plane"]))
+
+
+def _parse_cq1(name: str, folders: str) -> NameMeta | None:
+    match = _CQ1.fullmatch(name)
+    if match is None:
+        return None
+    return _meta(plate=folders.rsplit("/", 1)[-1], well=f"W{match['well']}",
+                 field=int(match["field"]), channel=int(match["channel"]),
+                 plane=int(match["plane"]))
+
+
+def _parse_generic(name: str, folders: str) -> NameMeta | None:
+    match = _GENERIC.fullmatch(name)
+    if match is None:
+        return None
+    return _meta(plate=match["plate"], well=_normal_well(match["well"]),
+                 field=int(match["field"]), channel=_number(match["channel"]))
+
+
+# In the order `auto` tries them: the most specific names first.
+PRESETS = {
+    "operetta": _parse_operetta,
+    "cellvoyager": _parse_cellvoyager,
+    "cq1": _parse_cq1,
+    "imagexpress": _parse_imagexpress,
+    "generic": _parse_generic,
+}
 
 
 def _parse_regex(source: str, folders: str, pattern: re.Pattern[str]) -> NameMeta:

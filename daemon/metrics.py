@@ -10,6 +10,10 @@ import threading
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from daemon.metadata import unparsed_names
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class Metrics:
             "permissions, a lost mount).",
             registry=r,
         )
+        r.register(_UnparsedNames())
         self.retried = Counter(
             "artifactd_frames_retried",
             "Frames tried again after a passing fault, by reason (permission, inference, "
@@ -105,3 +110,14 @@ class Metrics:
         server, thread = start_http_server(port, addr=host, registry=self.registry)
         logger.info("metrics at http://%s:%d/metrics", host, server.server_port)
         return server, thread
+
+
+class _UnparsedNames(Collector):
+    """File names no metadata preset describes (counted where names are parsed)."""
+
+    def collect(self):
+        yield CounterMetricFamily(
+            "artifactd_filenames_unparsed",
+            "File names no metadata preset fully describes: plate, well and field left empty.",
+            value=unparsed_names(),
+        )
