@@ -97,6 +97,8 @@ class ContaminationMonitor:
             return []
         alerts: list[Alert] = []
         for result in results:
+            if result.duplicate:  # counted when it was first stored
+                continue
             self._observed += 1
             name = result.frame.meta.plate
             plate = self._plates.get(name)

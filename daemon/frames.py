@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,8 @@ import numpy as np
 
 from engines.postprocess import ARTIFACT_COLUMNS  # the measurements, defined where they are made
 
-__all__ = ["ARTIFACT_COLUMNS", "Frame", "FrameFailure", "FrameKey", "FrameMeta", "FrameResult", "ReadyFile"]
+__all__ = ["ARTIFACT_COLUMNS", "Frame", "FrameFailure", "FrameKey", "FrameMeta", "FrameResult", "ReadyFile",
+           "pixel_digest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +54,19 @@ class Frame:
     key: FrameKey | None = None  # None for streamed frames: they are not journaled
     frame_id: str = ""  # the sender's id for streamed frames; the source path for files
     attempt: int = 0  # tries after a passing fault (daemon.retries)
+    digest: str = ""  # streamed frames: a hash of shape, dtype and pixels (pixel_digest)
 
     @property
     def identity(self) -> str:
-        """Unique name of this frame in the store (dedupe on restart)."""
+        """Unique name of this frame in the store (dedupe on restart and on re-send).
+
+        A file version is its path, size and mtime. A streamed frame is its id *and* its pixels:
+        a re-send of the same frame is the same identity, while an id used again for new pixels
+        (an acquisition run again with the same ids) is a new frame.
+        """
         if self.key is not None:
             return f"{self.key.source}|{self.key.size}|{self.key.mtime_ns}"
-        return f"zmq:{self.frame_id}"
+        return f"zmq:{self.frame_id}#{self.digest}" if self.digest else f"zmq:{self.frame_id}"
 
 
 
@@ -78,6 +86,17 @@ class FrameResult:
     # How unlike the model's training frames this one looks (engines.familiarity): ~1 is
     # familiar, above 2 unfamiliar; NaN when the model card has no statistics.
     unfamiliarity: float = math.nan
+    # True when the store already held this frame (a re-send, or a replay after a crash): the
+    # verdict fields are then the stored ones, and nothing is stored or counted again.
+    duplicate: bool = False
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """16 hex digits naming a frame's shape, dtype and pixels (BLAKE2b, ~2 ms for 1080 x 1080)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{pixels.dtype.str}{pixels.shape}".encode())
+    digest.update(np.ascontiguousarray(pixels).data)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,12 @@ class Metrics:
             registry=r,
         )
         r.register(_UnparsedNames())
+        self.duplicates = Counter(
+            "artifactd_frames_duplicate",
+            "Frames the store already held (a streamed frame sent again with the same id and "
+            "pixels, a file replayed after a crash): answered with the stored verdict.",
+            registry=r,
+        )
         self.retried = Counter(
             "artifactd_frames_retried",
             "Frames tried again after a passing fault, by reason (permission, inference, "

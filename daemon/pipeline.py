@@ -471,8 +471,8 @@ class Pipeline:
         if not results:
             return [], []
         try:
-            self.parts.store.append(results)
-            return results, []
+            written = self.parts.store.append(results)
+            return self._mark_duplicates(results, written), []
         except Exception as exc:
             if is_io_failure(exc):
                 raise
@@ -485,6 +485,29 @@ class Pipeline:
             stored += kept
             refused += failed
         return stored, refused
+
+    def _mark_duplicates(self, results: list[FrameResult], written: list[str]) -> list[FrameResult]:
+        """Results the store already held (a re-sent frame, a replay after a crash) come back
+        marked duplicate, with the verdict that was stored for them."""
+        fresh = set(written)
+        repeated = []
+        for result in results:
+            if result.frame.identity in fresh:
+                fresh.discard(result.frame.identity)  # a second copy in this batch is a repeat
+            else:
+                repeated.append(result.frame.identity)
+        if not repeated:
+            return results
+        stored = self.parts.store.stored_verdicts(repeated)
+        marked, fresh = [], set(written)
+        for result in results:
+            identity = result.frame.identity
+            if identity in fresh:
+                fresh.discard(identity)
+                marked.append(result)
+            else:
+                marked.append(_as_stored(result, stored.get(identity)))
+        return marked
 
     def _record(self, failures: list[FrameFailure]) -> None:
         """The failure table; a row it refuses is still logged and counted (never a stall)."""
@@ -521,6 +544,11 @@ class Pipeline:
                  latencies: list[float]) -> None:
         metrics = self.parts.metrics
         for result, latency in zip(results, latencies, strict=True):
+            if result.duplicate:
+                metrics.duplicates.inc()
+                logger.info("%s: already stored (sent again); answered with the stored verdict",
+                            result.frame.meta.source)
+                continue
             metrics.frames.labels(outcome="flagged" if result.flagged else "clean").inc()
             if result.flagged:
                 self.tally.flagged += 1
@@ -556,6 +584,14 @@ def _unstorable(result: FrameResult, exc: BaseException) -> FrameFailure:
 def _readable(text: str) -> str:
     """Text any UTF-8 table can hold: characters it cannot encode become backslash escapes."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _as_stored(result: FrameResult, stored: dict | None) -> FrameResult:
+    if stored is None:  # held but not readable back: still not stored twice
+        return replace(result, duplicate=True)
+    return replace(result, duplicate=True, score=float(stored["score"]),
+                   flagged=bool(stored["flagged"]), area_fraction=float(stored["area_fraction"]),
+                   n_artifacts=int(stored["n_artifacts"]), processed_at=str(stored["processed_at"]))
 
 
 def _not_done(failure: FrameFailure, tries: int) -> FrameFailure:

@@ -160,6 +160,10 @@ _AXES = [
 ]
 
 
+# What a re-sent frame is answered with (ResultsStore.stored_verdicts).
+VERDICT_COLUMNS = ("identity", "score", "flagged", "area_fraction", "n_artifacts", "processed_at")
+
+
 class StoreError(RuntimeError):
     """The results store cannot be opened, read or written; the message names its path."""
 
@@ -1004,11 +1008,27 @@ class ResultsStore:
     def failure_table(self) -> dict[str, np.ndarray]:
         return self._read_table("failures")
 
-    def _read_table(self, table: str) -> dict[str, np.ndarray]:
+    def stored_verdicts(self, identities: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored verdict of each identity the store holds (its latest row): score,
+        flagged, area_fraction, n_artifacts, processed_at. Reads the frame table's columns, so
+        it is for the rare re-sent frame, not for every frame."""
+        wanted = set(identities)
+        if not wanted:
+            return {}
+        table = self._read_table("frames", VERDICT_COLUMNS)
+        found: dict[str, dict[str, Any]] = {}
+        for row, identity in enumerate(table["identity"]):
+            if identity in wanted:
+                found[str(identity)] = {name: _plain(table[name][row]) for name in VERDICT_COLUMNS[1:]}
+        return found
+
+    def _read_table(self, table: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         self._check_open()
         with self._lock:
             n = self._counts[table]
             columns = self._columns[table]
+            if names is not None:
+                columns = {name: columns[name] for name in names}
             try:
                 values = sync(_gather([_read_column(col, n) for col in columns.values()]))
             except Exception as exc:
@@ -1127,6 +1147,11 @@ def _jsonable(value: Any) -> Any:
         return obj.item() if isinstance(obj, np.generic) else str(obj)
 
     return json.loads(json.dumps(value, default=default))
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _multiscale(name: str, pixel_size_um: float | None) -> dict:

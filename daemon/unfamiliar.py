@@ -47,7 +47,7 @@ class UnfamiliarPlates:
 
     def __call__(self, results: Sequence[FrameResult], _latencies: Sequence[float]) -> None:
         for result in results:
-            if math.isnan(result.unfamiliarity):
+            if result.duplicate or math.isnan(result.unfamiliarity):
                 continue
             plate = self._plates.setdefault(result.frame.meta.plate, _Plate())
             if plate.warned or len(plate.scores) >= KEPT:

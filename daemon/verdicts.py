@@ -89,6 +89,7 @@ def _verdict(result: FrameResult, latency_s: float) -> dict[str, Any]:
         "n_artifacts": int(result.n_artifacts),
         "latency_s": float(latency_s),
         "processed_at": result.processed_at,
+        "duplicate": bool(result.duplicate),  # sent before: this is the stored verdict
     }
 
 

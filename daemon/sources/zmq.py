@@ -45,7 +45,7 @@ import numpy as np
 import zmq
 
 from daemon.config import ConfigError, ZmqConfig
-from daemon.frames import Frame, FrameMeta
+from daemon.frames import Frame, FrameMeta, pixel_digest
 from daemon.metrics import Metrics
 from daemon.threads import StoppableThread
 
@@ -113,7 +113,8 @@ def parse_message(parts: Sequence[Any], max_bytes: int) -> Frame:
         acquired_at=_text(header, "acquired_at", where),
     )
     pixels = np.frombuffer(buffer, dtype=dtype).reshape(shape).copy()
-    return Frame(meta=meta, pixels=pixels, ready_at=time.monotonic(), frame_id=frame_id)
+    return Frame(meta=meta, pixels=pixels, ready_at=time.monotonic(), frame_id=frame_id,
+                 digest=pixel_digest(pixels))
 
 
 def _decode_header(part: memoryview) -> dict[str, Any]:

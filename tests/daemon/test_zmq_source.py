@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from daemon.client import ArtifactClient
 from daemon.config import ConfigError, ZmqConfig
-from daemon.frames import Frame
+from daemon.frames import Frame, pixel_digest
 from daemon.metrics import Metrics
 from daemon.sources.zmq import MessageError, ZmqSource, binds_all_interfaces, parse_message
 
@@ -109,7 +109,7 @@ def test_frames_in_one_for_one_with_pixels_and_meta():
     for i, (frame, pixels) in enumerate(zip(received, sent, strict=True)):
         assert frame.frame_id == f"P1-B02-{i}"
         assert frame.key is None
-        assert frame.identity == f"zmq:P1-B02-{i}"
+        assert frame.identity == f"zmq:P1-B02-{i}#{pixel_digest(frame.pixels)}"
         assert frame.meta.source == f"zmq:P1-B02-{i}"
         assert (frame.meta.plate, frame.meta.well, frame.meta.field) == ("P1", "B02", i)
         assert (frame.meta.channel, frame.meta.plane) == (1, -1)
