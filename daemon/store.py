@@ -56,7 +56,9 @@ Speed: an append touches one chunk of each column and one chunk per frame. zarr 
 metadata (shapes) and every read, but the chunks an append writes are encoded here with the
 codecs the arrays declare (bytes, vlen-utf8, zstd: checked when the store opens; zarr writes any
 other layout), because zarr's per-chunk pipeline costs about 1.5 ms a column, several times the
-encoding itself. Tests read everything back through zarr and ome-zarr.
+encoding itself. Tests read everything back through zarr and ome-zarr. The few zarr internals
+this needs (one event-loop call per append, chunk keys) are wrapped in daemon.zarr_internals,
+for the zarr releases pyproject pins.
 
 Only one process may write a store: the writer holds an exclusive flock on the store folder.
 """
@@ -85,11 +87,12 @@ import numpy as np
 import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BytesCodec, VLenUTF8Codec, ZstdCodec
-from zarr.core.buffer import Buffer, default_buffer_prototype
-from zarr.core.sync import sync
+from zarr.abc.buffer import Buffer
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from daemon.frames import ARTIFACT_COLUMNS, FrameFailure, FrameResult
+from daemon.zarr_internals import async_group, chunk_key, fill_value, run
 from engines import __version__
 from engines.timestamps import timestamp
 
@@ -325,9 +328,7 @@ class _DurableLocalStore(LocalStore):
         return await super().exists(key)
 
     async def set(self, key: str, value: Buffer) -> None:
-        if not self._is_open:
-            await self._open()
-        self._check_writable()
+        self._refuse_if_read_only()
         data = bytes(value.as_buffer_like())
         if self._staged is not None:
             self._staged[key] = data
@@ -335,9 +336,14 @@ class _DurableLocalStore(LocalStore):
             await asyncio.to_thread(self._write_through, key, data)
 
     def set_sync(self, key: str, value: Buffer) -> None:
-        self._ensure_open_sync()
-        self._check_writable()
+        self._refuse_if_read_only()
         self._write_through(key, bytes(value.as_buffer_like()))
+
+    def _refuse_if_read_only(self) -> None:
+        # Writes go straight to files here (never through LocalStore), so zarr's open state
+        # does not matter; only the read-only flag does.
+        if self.read_only:
+            raise ValueError(f"{self.root}: opened read-only; cannot write")
 
     async def delete(self, key: str) -> None:
         if self._staged is not None:
@@ -673,7 +679,7 @@ class ResultsStore:
 
         n = self._counts["frames"]
         identity = self._columns["frames"]["identity"].array
-        values = sync(identity.getitem(slice(0, n))) if n else []
+        values = run(identity.getitem(slice(0, n))) if n else []
         self._identities: set[str] = {str(v) for v in values}
 
     # ---------------------------------------------------------------- writing
@@ -910,7 +916,7 @@ class ResultsStore:
             async def encode(t: int, mask: np.ndarray) -> None:
                 dtype = np.dtype(stack.labels.dtype).newbyteorder("<")
                 chunk = await asyncio.to_thread(encoder.encode, np.ascontiguousarray(mask, dtype))
-                key = stack.labels.metadata.encode_chunk_key((t, 0, 0))
+                key = chunk_key(stack.labels, (t, 0, 0))
                 store.stage_bytes(f"{stack.labels_key}/{key}", bytes(chunk))
 
             await asyncio.gather(*(encode(start + i, m) for i, m in enumerate(masks)))
@@ -918,10 +924,10 @@ class ResultsStore:
         plan = [column(*w) if isinstance(w[0], _Column) else stack(*w) for w in writes]
         committed = {**counts, "stacks": dict(sorted(stack_counts.items()))}
         # Staged like the rest; flush() lands the root zarr.json after everything else.
-        plan.append(self._root._async_group.update_attributes({"committed": committed}))
+        plan.append(async_group(self._root).update_attributes({"committed": committed}))
         store.stage()
         try:
-            sync(_gather(plan))
+            run(_gather(plan))
             store.flush(last="zarr.json")
         except _CommittedButNotSynced as exc:
             logger.error(
@@ -962,7 +968,7 @@ class ResultsStore:
                 if arr.shape[0] != stack.committed
             ]
             if fixes:
-                sync(_gather(fixes))
+                run(_gather(fixes))
         except Exception as exc:  # e.g. the disk is still full: retried before the next write
             self._stale_reason = _why(exc)
             logger.warning("%s: could not roll back a failed write (%s)", self.path, _why(exc))
@@ -979,7 +985,7 @@ class ResultsStore:
                 if arr.shape[0] != stack.committed:
                     fixes.append(arr.resize((stack.committed, *arr.shape[1:])))
         if fixes:
-            sync(_gather(fixes))
+            run(_gather(fixes))
 
     # ---------------------------------------------------------------- reading
 
@@ -1030,7 +1036,7 @@ class ResultsStore:
             if names is not None:
                 columns = {name: columns[name] for name in names}
             try:
-                values = sync(_gather([_read_column(col, n) for col in columns.values()]))
+                values = run(_gather([_read_column(col, n) for col in columns.values()]))
             except Exception as exc:
                 raise StoreError(
                     f"results store {self.path}: cannot read {table} ({_why(exc)})"
@@ -1047,17 +1053,17 @@ class ResultsStore:
             frames = self._columns["frames"]
             try:
                 if self._mask_refs is None:
-                    stacks, indices = sync(
+                    stacks, indices = run(
                         _gather([_read_column(frames["mask_stack"], n),
                                  _read_column(frames["mask_index"], n)])
                     )
                     self._mask_refs = ([str(s) for s in stacks], [int(i) for i in indices])
                 name, index = self._mask_refs[0][row], self._mask_refs[1][row]
                 if not name or index < 0:
-                    height = int(sync(frames["height"].array.getitem(row)))
-                    width = int(sync(frames["width"].array.getitem(row)))
+                    height = int(run(frames["height"].array.getitem(row)))
+                    width = int(run(frames["width"].array.getitem(row)))
                     return np.zeros((height, width), dtype=np.uint16)
-                return np.asarray(sync(self._stacks[name].labels.getitem(index)))
+                return np.asarray(run(self._stacks[name].labels.getitem(index)))
             except Exception as exc:
                 raise StoreError(
                     f"results store {self.path}: cannot read the mask of row {row} ({_why(exc)})"
@@ -1176,7 +1182,7 @@ def _async(arr: Any) -> Any:
     write_empty_chunks=True: otherwise zarr compares every chunk with the fill value before
     writing it (several ms per 1080x1080 mask); an all-zero mask compresses to ~100 bytes.
     """
-    return arr._async_array.with_config({"write_empty_chunks": True})
+    return arr.async_array.with_config({"write_empty_chunks": True})
 
 
 def _create_column(
@@ -1202,19 +1208,24 @@ def _little_endian(codec: Any) -> bool:
     return codec.endian is None or codec.endian.value == "little"
 
 
+def _codec_chain(arr: Any) -> tuple[Any, ...]:
+    """Every codec of an array in order: filters, serializer, compressors (public API)."""
+    return (*arr.filters, *([arr.serializer] if arr.serializer is not None else []),
+            *arr.compressors)
+
+
 def _chunk_encoder(arr: Any) -> Any:
     """For a label stack stored as one (1, y, x) chunk per frame with the codecs [bytes, zstd]:
     the numcodecs Zstd that encodes a chunk exactly as zarr does (zarr's ZstdCodec wraps it),
     so an append encodes its masks in parallel without zarr's per-chunk overhead (~3 ms per
     1080x1080 frame). None for any other layout: zarr writes those."""
-    meta = arr.metadata
-    codecs = meta.codecs
+    codecs = _codec_chain(arr)
     if (
         len(codecs) != 2
         or not _little_endian(codecs[0])
         or not isinstance(codecs[1], ZstdCodec)
-        or tuple(meta.chunks) != (1, *arr.shape[1:])
-        or meta.encode_chunk_key((5, 0, 0)) != "c/5/0/0"
+        or tuple(arr.chunks) != (1, *arr.shape[1:])
+        or chunk_key(arr, (5, 0, 0)) != "c/5/0/0"
     ):
         return None
     return numcodecs.Zstd(level=codecs[1].level, checksum=codecs[1].checksum)
@@ -1225,14 +1236,13 @@ def _string_codecs(arr: Any) -> tuple[Any, Any] | None:
     encodes a chunk exactly as zarr does (zarr's codecs wrap these), so an append re-encodes
     its chunks directly (~0.1 ms a column instead of ~1.5 ms through zarr's pipeline). None for
     any other layout: zarr writes those."""
-    meta = arr.metadata
-    codecs = meta.codecs
+    codecs = _codec_chain(arr)
     if (
         arr.ndim != 1
         or len(codecs) != 2
         or not isinstance(codecs[0], VLenUTF8Codec)
         or not isinstance(codecs[1], ZstdCodec)
-        or meta.encode_chunk_key((7,)) != "c/7"
+        or chunk_key(arr, (7,)) != "c/7"
     ):
         return None
     return numcodecs.VLenUTF8(), numcodecs.Zstd(level=codecs[1].level, checksum=codecs[1].checksum)
@@ -1249,10 +1259,10 @@ def _stage_strings(store: _DurableLocalStore, col: _Column, start: int, data: np
     while row < end:
         chunk = row // step
         stop = min(end, (chunk + 1) * step)
-        key = f"{col.key}/{arr.metadata.encode_chunk_key((chunk,))}"
+        key = f"{col.key}/{chunk_key(arr, (chunk,))}"
         old = store.current(key)
         if old is None:
-            values = np.full(step, arr.metadata.fill_value, dtype=object)
+            values = np.full(step, fill_value(arr), dtype=object)
         else:
             values = vlen.decode(zstd.decode(old))
             if len(values) != step:
@@ -1264,13 +1274,13 @@ def _stage_strings(store: _DurableLocalStore, col: _Column, start: int, data: np
 
 def _patchable(arr: Any) -> bool:
     """An uncompressed fixed-width 1-D column whose chunk files can be patched in place."""
-    meta = arr.metadata
+    codecs = _codec_chain(arr)
     return (
         arr.ndim == 1
-        and len(meta.codecs) == 1
-        and _little_endian(meta.codecs[0])
+        and len(codecs) == 1
+        and _little_endian(codecs[0])
         and np.dtype(arr.dtype).kind in "biuf"
-        and meta.encode_chunk_key((7,)) == "c/7"
+        and chunk_key(arr, (7,)) == "c/7"
     )
 
 
@@ -1279,7 +1289,7 @@ def _patches(col: _Column, arr: Any, start: int, data: np.ndarray) -> list[_Patc
     step = arr.chunks[0]
     dtype = np.dtype(arr.dtype).newbyteorder("<")
     values = np.ascontiguousarray(data, dtype=dtype)
-    fill = np.asarray(arr.metadata.fill_value, dtype=dtype).tobytes()
+    fill = np.asarray(fill_value(arr), dtype=dtype).tobytes()
     out = []
     row = start
     end = start + len(values)
