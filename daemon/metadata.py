@@ -14,8 +14,8 @@ Presets:
   Z<plane>C<channel>.tif``, e.g. ``AssayPlate_Greiner_#655090_C02_T0001F001L01A01Z01C01.tif``.
 - ``cq1`` (Yokogawa CellVoyager CQ1): ``W<well number>F<field>T<time>Z<plane>C<channel>.tif``,
   e.g. ``W0001F0001T0001Z001C1.tif``; the plate is the folder. The name carries the well's
-  number, not its row and column (those depend on the plate format), so the well is kept as the
-  instrument numbered it: "W0001".
+  number in the measurement, not its row and column (only the measurement's OME-XML maps them),
+  so the well is kept as the instrument numbered it: "W0001".
 - ``generic``: ``<plate>_<well>_<f|s><field>[_<w|c|ch><channel>].tif`` with a strict well, a row
   letter A-P and one or two digits: ``P123_A05_f1.tif``, ``screen3_H12_s2_w1.tif``.
 - ``auto`` tries each preset in turn. A name none of them fully describes gets no plate, well or
