@@ -490,23 +490,18 @@ class Pipeline:
         """Results the store already held (a re-sent frame, a replay after a crash) come back
         marked duplicate, with the verdict that was stored for them."""
         fresh = set(written)
-        repeated = []
-        for result in results:
+        repeats = []  # positions of results the store already held
+        for i, result in enumerate(results):
             if result.frame.identity in fresh:
                 fresh.discard(result.frame.identity)  # a second copy in this batch is a repeat
             else:
-                repeated.append(result.frame.identity)
-        if not repeated:
+                repeats.append(i)
+        if not repeats:
             return results
-        stored = self.parts.store.stored_verdicts(repeated)
-        marked, fresh = [], set(written)
-        for result in results:
-            identity = result.frame.identity
-            if identity in fresh:
-                fresh.discard(identity)
-                marked.append(result)
-            else:
-                marked.append(_as_stored(result, stored.get(identity)))
+        stored = self.parts.store.stored_verdicts([results[i].frame.identity for i in repeats])
+        marked = list(results)
+        for i in repeats:
+            marked[i] = _as_stored(results[i], stored.get(results[i].frame.identity))
         return marked
 
     def _record(self, failures: list[FrameFailure]) -> None:
