@@ -23,15 +23,20 @@ from tests.daemon.service_helpers import (
 pytestmark = pytest.mark.timeout(180)
 
 
-def test_frames_in_verdicts_out_one_for_one(tmp_path):
+def streaming_service(tmp_path):
+    """Ports, store, log and config of a service with ZeroMQ in and verdicts out, no folder."""
     frames_port, verdicts_port = free_port(), free_port()
     store, log = tmp_path / "results.zarr", tmp_path / "service.log"
     config = config_file(
-        tmp_path, input_dir=tmp_path, store=store,
-        input={"folder": ""},
+        tmp_path, input_dir=tmp_path, store=store, input={"folder": ""},
         zmq={"enabled": True, "endpoint": f"tcp://127.0.0.1:{frames_port}"},
         verdicts={"enabled": True, "endpoint": f"tcp://127.0.0.1:{verdicts_port}"},
     )
+    return frames_port, verdicts_port, store, log, config
+
+
+def test_frames_in_verdicts_out_one_for_one(tmp_path):
+    frames_port, verdicts_port, store, log, config = streaming_service(tmp_path)
     process = start_service(config, log=log)
     try:
         port = metrics_port(log)
@@ -72,13 +77,7 @@ def test_frames_in_verdicts_out_one_for_one(tmp_path):
 
 
 def test_a_resent_frame_is_answered_from_the_store_and_a_reused_id_is_a_new_frame(tmp_path):
-    frames_port, verdicts_port = free_port(), free_port()
-    store, log = tmp_path / "results.zarr", tmp_path / "service.log"
-    config = config_file(
-        tmp_path, input_dir=tmp_path, store=store, input={"folder": ""},
-        zmq={"enabled": True, "endpoint": f"tcp://127.0.0.1:{frames_port}"},
-        verdicts={"enabled": True, "endpoint": f"tcp://127.0.0.1:{verdicts_port}"},
-    )
+    frames_port, verdicts_port, store, log, config = streaming_service(tmp_path)
     first = frame_for(23, 0, SynthOptions(height=160, width=160)).image
     rerun = frame_for(23, 1, SynthOptions(height=160, width=160)).image  # same id, new pixels
     process = start_service(config, log=log)
