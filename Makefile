@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,test]'
+	$(PY) -m pip install -q -e '.[train,test,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,12 +22,15 @@ demo: $(STAMP)
 test: $(STAMP) test-tools
 	$(PY) -m pytest -q
 
-# promtool and systemd-analyze are used by the integration tests; install them where missing.
+# promtool, systemd-analyze and a headless Chromium (the plate page's browser tests) are used by
+# the integration tests; install them where missing.
 .PHONY: test-tools
 test-tools:
-	@command -v promtool >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 || \
-	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus systemd >/dev/null) \
-	    || echo "note: could not install promtool/systemd-analyze; their tests will skip with that reason"; }
+	@command -v promtool >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 && \
+	  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      prometheus systemd chromium chromium-driver >/dev/null) \
+	    || echo "note: could not install promtool/systemd-analyze/chromium; their tests will skip with that reason"; }
 
 bench: $(STAMP)
 	$(PY) -m bench.pipeline
