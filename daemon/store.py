@@ -31,9 +31,11 @@ the table columns grow a chunk at a time, so they are usually longer than the co
 rows past it are not part of the table. Opening for writing (and closing) cuts every array back
 to the committed count, which also discards the rows of an append that a crash interrupted.
 
-The store keeps the identities of its committed frames in memory and `append()` skips results it
-already holds: a frame replayed after a crash between the store write and the journal commit is
-not stored twice.
+`append()` skips results whose identity the store already holds: a frame replayed after a crash
+between the store write and the journal commit is not stored twice. The identities are looked up
+in an index on disk beside the identity column (daemon.identity_index), not held in memory, so a
+long-running service stays at the same size; the index is rebuilt from the column when it lags
+or is lost.
 
 Durability
 ----------
@@ -74,6 +76,7 @@ import json
 import logging
 import math
 import os
+import sqlite3
 import sys
 import threading
 import uuid
@@ -92,6 +95,8 @@ from zarr.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from daemon.frames import ARTIFACT_COLUMNS, FrameFailure, FrameResult
+from daemon.identity_index import FILE_NAME as INDEX_FILE
+from daemon.identity_index import IdentityIndex
 from daemon.zarr_internals import async_group, chunk_key, fill_value, run
 from engines import __version__
 from engines.timestamps import timestamp
@@ -477,9 +482,9 @@ class ResultsStore:
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         self._closed = False
+        self._index: IdentityIndex | None = None  # set by _load
         self._stale = False  # True after a failed write until the arrays are re-read from disk
         self._stale_reason = ""
-        self._mask_refs: tuple[list[str], list[int]] | None = None
         try:
             if read_only:
                 self._open_read_only()
@@ -677,10 +682,27 @@ class ResultsStore:
         if writer:  # rows past the committed counts belong to an append that did not finish
             self._trim()
 
-        n = self._counts["frames"]
-        identity = self._columns["frames"]["identity"].array
-        values = run(identity.getitem(slice(0, n))) if n else []
-        self._identities: set[str] = {str(v) for v in values}
+        # Readers must not write into the store, so theirs is built in memory when first asked.
+        if writer:
+            self._index = IdentityIndex(self.path / "frames" / "identity" / INDEX_FILE)
+            self._index_catch_up()
+
+    def _identity_index(self) -> IdentityIndex:
+        """The index of stored identities, level with the committed frames."""
+        if self._index is None:
+            self._index = IdentityIndex(None)
+        if self._index.rows != self._counts["frames"]:
+            self._index_catch_up()
+        return self._index
+
+    def _index_catch_up(self) -> None:
+        column = self._columns["frames"]["identity"].array
+
+        def read_rows(start: int, stop: int) -> list[str]:
+            return [str(v) for v in run(column.getitem(slice(start, stop)))]
+
+        assert self._index is not None
+        self._index.catch_up(self._counts["frames"], read_rows)
 
     # ---------------------------------------------------------------- writing
 
@@ -695,10 +717,10 @@ class ResultsStore:
         self._check_writable()
         with self._lock:
             batch: list[FrameResult] = []
-            seen: set[str] = set()
+            seen = set(self._identity_index().rows_of(r.frame.identity for r in results))
             for result in results:
                 identity = result.frame.identity
-                if identity not in self._identities and identity not in seen:
+                if identity not in seen:
                     seen.add(identity)
                     batch.append(result)
             if not batch:
@@ -732,11 +754,17 @@ class ResultsStore:
             for name, n in stack_counts.items():
                 self._stacks[name].committed = n
             identities = [str(i) for i in frame_cols["identity"]]
-            self._identities.update(identities)
-            if self._mask_refs is not None:
-                self._mask_refs[0].extend(str(s) for s in frame_cols["mask_stack"])
-                self._mask_refs[1].extend(int(i) for i in frame_cols["mask_index"])
+            self._index_stored(identities, counts["frames"] - len(batch))
             return identities
+
+    def _index_stored(self, identities: list[str], first_row: int) -> None:
+        """The frames are committed; the index follows (it catches up later if this fails)."""
+        assert self._index is not None
+        try:
+            self._index.add(identities, first_row)
+        except sqlite3.Error as exc:
+            logger.warning("%s: identity index not updated (%s); it is caught up from the "
+                           "identity column before the next lookup", self.path, exc)
 
     def record_failures(self, failures: Sequence[FrameFailure]) -> None:
         """Append frames that could not be processed to the failure table; durable."""
@@ -990,7 +1018,13 @@ class ResultsStore:
     # ---------------------------------------------------------------- reading
 
     def has(self, identity: str) -> bool:
-        return identity in self._identities
+        return self.stored_row(identity) is not None
+
+    def stored_row(self, identity: str) -> int | None:
+        """The frame-table row holding `identity`, or None when the store does not hold it."""
+        self._check_open()
+        with self._lock:
+            return self._identity_index().row_of(identity)
 
     def __len__(self) -> int:
         return self._counts["frames"]
@@ -1015,18 +1049,23 @@ class ResultsStore:
         return self._read_table("failures")
 
     def stored_verdicts(self, identities: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The stored verdict of each identity the store holds (its latest row): score,
-        flagged, area_fraction, n_artifacts, processed_at. Reads the frame table's columns, so
-        it is for the rare re-sent frame, not for every frame."""
-        wanted = set(identities)
-        if not wanted:
-            return {}
-        table = self._read_table("frames", VERDICT_COLUMNS)
-        found: dict[str, dict[str, Any]] = {}
-        for row, identity in enumerate(table["identity"]):
-            if identity in wanted:
-                found[str(identity)] = {name: _plain(table[name][row]) for name in VERDICT_COLUMNS[1:]}
-        return found
+        """The stored verdict of each identity the store holds: score, flagged, area_fraction,
+        n_artifacts, processed_at. One index lookup and one row read per identity."""
+        self._check_open()
+        with self._lock:
+            rows = self._identity_index().rows_of(identities)
+            return {identity: self._row_values("frames", row, VERDICT_COLUMNS[1:])
+                    for identity, row in rows.items()}
+
+    def _row_values(self, table: str, row: int, names: Sequence[str]) -> dict[str, Any]:
+        columns = self._columns[table]
+        try:
+            values = run(_gather([_read_cell(columns[name], row) for name in names]))
+        except Exception as exc:
+            raise StoreError(
+                f"results store {self.path}: cannot read row {row} of {table} ({_why(exc)})"
+            ) from exc
+        return {name: _plain(value) for name, value in zip(names, values, strict=True)}
 
     def _read_table(self, table: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         self._check_open()
@@ -1052,17 +1091,12 @@ class ResultsStore:
                 raise IndexError(f"frame row {row} out of range (the store holds {n} frames)")
             frames = self._columns["frames"]
             try:
-                if self._mask_refs is None:
-                    stacks, indices = run(
-                        _gather([_read_column(frames["mask_stack"], n),
-                                 _read_column(frames["mask_index"], n)])
-                    )
-                    self._mask_refs = ([str(s) for s in stacks], [int(i) for i in indices])
-                name, index = self._mask_refs[0][row], self._mask_refs[1][row]
+                name, index, height, width = (
+                    _plain(v) for v in run(_gather(_read_cell(frames[c], row) for c in
+                                                   ("mask_stack", "mask_index", "height", "width")))
+                )
                 if not name or index < 0:
-                    height = int(run(frames["height"].array.getitem(row)))
-                    width = int(run(frames["width"].array.getitem(row)))
-                    return np.zeros((height, width), dtype=np.uint16)
+                    return np.zeros((int(height), int(width)), dtype=np.uint16)
                 return np.asarray(run(self._stacks[name].labels.getitem(index)))
             except Exception as exc:
                 raise StoreError(
@@ -1086,6 +1120,8 @@ class ResultsStore:
             if self._closed:
                 return
             self._closed = True
+            if self._index is not None:
+                self._index.close()
             if not self.read_only:
                 try:
                     self._trim()
@@ -1317,6 +1353,12 @@ async def _read_column(col: _Column, n: int) -> np.ndarray:
         return np.full(n, _fill(col.dtype), dtype=out_dtype)
     values = await col.array.getitem(slice(0, n))
     return np.asarray(values).astype(out_dtype)
+
+
+async def _read_cell(col: _Column, row: int) -> Any:
+    if col.array is None:
+        return _fill(col.dtype)
+    return np.asarray(await col.array.getitem(slice(row, row + 1)))[0]
 
 
 async def _gather(coros: Iterable[Any]) -> list[Any]:

@@ -68,6 +68,10 @@ class _Ready:
     settled: bool  # judged complete by settling (zero-byte files are handed on only then)
 
 
+# How many handed-on versions are remembered before those the journal holds are forgotten.
+HANDED_LIMIT = 1024
+
+
 class FolderSource:
     """Watches `root` (default: input.folder) and calls `on_ready` once per complete file version.
 
@@ -96,7 +100,11 @@ class FolderSource:
         # Feeder thread only.
         self._ready: dict[str, _Ready] = {}
         self._settling: dict[str, _Settling] = {}
-        self._handed: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) handed on
+        # path -> (size, mtime_ns) handed on, so a second event for a version does not hand it on
+        # again. Versions the journal holds are forgotten when it grows (_forget_done): the
+        # journal answers for them, so memory stays bounded on a screen of any length.
+        self._handed: dict[str, tuple[int, int]] = {}
+        self._handed_limit = HANDED_LIMIT
         self._backlog_left: set[str] = set()
         self._not_handed: dict[str, str] = {}  # path -> why it could not be handed on
         self._backlog_done = threading.Event()
@@ -265,16 +273,37 @@ class FolderSource:
         self._settling.pop(path, None)
         version = (st.st_size, st.st_mtime_ns)
         if self._handed.get(path) != version:
-            key = FrameKey(_source_name(os.path.relpath(path, self._root)), *version)
+            key = self._key(path, version)
             try:
                 if not self._is_done(key):
                     self._on_ready(ReadyFile(Path(path), key, ready.ready_at))
                 self._handed[path] = version
                 self._not_handed.pop(path, None)
+                if len(self._handed) >= self._handed_limit:
+                    self._forget_done()
             except Exception as exc:
                 logger.exception("handing on %s failed; it stays on disk for the next run", path)
                 self._not_handed[path] = f"{type(exc).__name__}: {exc}"
         self._resolve_backlog(path)
+
+    def _key(self, path: str, version: tuple[int, int]) -> FrameKey:
+        return FrameKey(_source_name(os.path.relpath(path, self._root)), *version)
+
+    def _forget_done(self) -> None:
+        """Drop the handed-on versions the journal holds; keep those still in the pipeline.
+
+        The limit then doubles past what is left, so frames stuck in the pipeline cannot make
+        this run on every hand-on; it comes back down once they are done.
+        """
+        for path, version in list(self._handed.items()):
+            try:
+                done = self._is_done(self._key(path, version))
+            except Exception as exc:  # the journal answers again at the next hand-on
+                logger.warning("cannot ask the journal about %s (%s)", path, exc)
+                return
+            if done:
+                del self._handed[path]
+        self._handed_limit = max(HANDED_LIMIT, 2 * len(self._handed))
 
     def _forget(self, path: str) -> None:
         self._ready.pop(path, None)

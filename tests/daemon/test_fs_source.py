@@ -275,3 +275,31 @@ def test_source_files_are_never_modified(tmp_path: Path) -> None:
     assert (after.st_size, after.st_mtime_ns, after.st_mode) == (
         before.st_size, before.st_mtime_ns, before.st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.tif"]
+
+
+def test_versions_the_journal_holds_are_forgotten_and_not_handed_on_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded memory: handed-on versions that are done are dropped from the source's own
+    bookkeeping (the journal answers for them), while one still in the pipeline is kept, so a
+    later event for either hands nothing on twice."""
+    from daemon.sources import fs
+
+    monkeypatch.setattr(fs, "HANDED_LIMIT", 8)
+    collector = Collector()
+    in_pipeline = "f00.tif"
+
+    def is_done(key: FrameKey) -> bool:  # the journal: everything handed on is done, but one
+        return key.source != in_pipeline and key.source in collector.sources()
+
+    names = [f"f{i:02d}.tif" for i in range(40)]
+    with watching(tmp_path, collector, is_done=is_done, settle_s=0.3) as source:
+        for name in names:
+            (tmp_path / name).write_bytes(FRAME)
+        assert sorted(collector.wait_for(40)) == names
+        remembered = len(source._handed)  # the bookkeeping this test is about
+        assert remembered <= 8, remembered
+        for name in (in_pipeline, "f01.tif", "f39.tif"):  # a new event, the same version
+            os.chmod(tmp_path / name, 0o644)
+        time.sleep(1.5)
+    assert sorted(collector.sources()) == names  # each handed on once
