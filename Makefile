@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,test,cluster]'
+	$(PY) -m pip install -q -e '.[train,test,cluster,plots]'
 	touch $(STAMP)
 
 demo: $(STAMP)

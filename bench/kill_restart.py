@@ -25,7 +25,7 @@ from pathlib import Path
 import tifffile
 
 from daemon.store import ResultsStore
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
 
 REPO = Path(__file__).resolve().parents[1]
 

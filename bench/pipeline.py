@@ -45,10 +45,11 @@ from daemon.pipeline import Pipeline, PipelineParts
 from daemon.service import postprocess_options, segment_all
 from daemon.sources.fs import FolderSource
 from daemon.store import ResultsStore
-from engines.backends.select import create_engine, create_engines
-from engines.modelcard import frame_flagged, load_model
-from engines.postprocess import postprocess
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
+from engines.runtime.analyse import AnalysisOptions, analyse, infer
+from engines.runtime.modelcard import load_model
+from engines.runtime.postprocess import PostprocessOptions
+from engines.select import create_engine, create_engines
 
 logger = logging.getLogger("bench.pipeline")
 
@@ -89,6 +90,7 @@ def bare_engine(engines, paths: list[Path], max_batch: int, threshold: float, ev
             decoded[inode] = tifffile.imread(path)
         frames.append(decoded[inode])
     batches = [np.stack(frames[i : i + max_batch]) for i in range(0, len(frames), max_batch)]
+    options = AnalysisOptions(threshold, every, PostprocessOptions())  # post-processing unused
     lock = threading.Lock()
 
     def work(engine) -> None:
@@ -97,11 +99,7 @@ def bare_engine(engines, paths: list[Path], max_batch: int, threshold: float, ev
                 if not batches:
                     return
                 batch = batches.pop()
-            flagged = engine.detect(batch) >= threshold
-            if every:
-                engine.segment(batch)
-            elif flagged.any():
-                engine.segment(batch[flagged])
+            infer(engine, batch, options)
 
     threads = [threading.Thread(target=work, args=(engine,)) for engine in engines]
     started = time.perf_counter()
@@ -130,21 +128,16 @@ def naive_loop(engine, bundle, config: Config, root: Path, paths: list[Path], wo
     store = ResultsStore(work / "naive.zarr")
     journal = Journal(work / "naive.sqlite")
     decode = DecodeOptions.from_config(config.input, config.metadata)
-    options = postprocess_options(config, bundle)
-    every = segment_all(config, bundle)
+    options = AnalysisOptions(bundle.card.detect_threshold, segment_all(config, bundle),
+                              postprocess_options(config, bundle))
     started = time.perf_counter()
     for path in paths:
         frame = read_frame(ReadyFile(path, key_of(root, path), time.monotonic()), decode)
-        batch = frame.pixels[None]
-        score = float(engine.detect(batch)[0])
-        labels, artifacts, fraction, count = np.zeros(frame.pixels.shape, np.uint16), {}, 0.0, 0
-        if every or score >= bundle.card.detect_threshold:
-            found = postprocess(engine.segment(batch)[0], frame.pixels, options, frame.meta.pixel_size_um)
-            labels, artifacts, fraction, count = found.labels, found.artifacts, found.area_fraction, found.n_artifacts
-        flagged = frame_flagged(score, count, bundle.card.detect_threshold)
+        (found,) = analyse(engine, frame.pixels[None], options, [frame.meta.pixel_size_um])
         stamp = datetime.now(UTC).isoformat()
-        store.append([FrameResult(frame, score, flagged, labels, artifacts, fraction, count, stamp)])
-        journal.commit([frame.key], "flagged" if flagged else "clean")
+        store.append([FrameResult(frame, found.score, found.flagged, found.labels,
+                                  found.artifacts, found.area_fraction, found.n_artifacts, stamp)])
+        journal.commit([frame.key], "flagged" if found.flagged else "clean")
     rate = len(paths) / (time.perf_counter() - started)
     store.close()
     journal.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from daemon.client import ArtifactClient
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
 from tests.daemon.service_helpers import config_file, free_port
 
 

@@ -39,23 +39,23 @@ COMMANDS = {
         "artifactd export results.zarr --frames frames.csv --artifacts artifacts.csv",
         "artifactd export results.zarr --masks masks/",
     ]),
-    "synth": ("engines.synth_cli", "write a synthetic brightfield dataset with ground truth", [
+    "synth": ("engines.data.synth_cli", "write a synthetic brightfield dataset with ground truth", [
         "artifactd synth --out data --count 200 --seed 1",
         "artifactd synth --out relief --count 50 --seed 2 --renderer relief --size 512",
     ]),
-    "train": ("engines.train", "train the detector and segmenter (weak or supervised)", [
+    "train": ("engines.training.train", "train the detector and segmenter (weak or supervised)", [
         "artifactd train --frames data/frames --labels data/labels.csv --out my_model",
         "artifactd train --frames f --labels labels.csv --masks masks --init default --out tuned",
     ]),
-    "eval": ("engines.evaluate", "evaluate a model on frames with ground truth", [
+    "eval": ("engines.evaluation.evaluate", "evaluate a model on frames with ground truth", [
         "artifactd eval --frames data/frames --labels data/labels.csv --masks data/masks "
         "--out eval/",
     ]),
-    "engines": ("engines.build", "build and cache TensorRT engines", [
+    "engines": ("engines.gpu.build", "build and cache TensorRT engines", [
         "artifactd engines build --precision fp16 --frame-size 1080x1080",
         "artifactd engines list",
     ]),
-    "bench": ("engines.bench", "benchmark inference backends", [
+    "bench": ("engines.evaluation.bench", "benchmark inference backends", [
         "artifactd bench --backends onnxruntime --batch-sizes 1,4 --sizes 1080x1080",
     ]),
 }

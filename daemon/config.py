@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engines.modelcard import SEGMENT_MODES
+from engines.runtime.modelcard import SEGMENT_MODES
 
 
 class ConfigError(ValueError):

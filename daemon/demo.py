@@ -106,7 +106,11 @@ def print_plate(wells: dict[str, dict[str, float]]) -> None:
 
 
 def heat_map(wells: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:  # the service does not need it; the picture is the plots extra
+        print(f"(no {path.name}: install the plots extra for it: pip install 'artifactd[plots]')")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

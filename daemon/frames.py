@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.postprocess import ARTIFACT_COLUMNS  # the measurements, defined where they are made
+from engines.runtime.postprocess import (
+    ARTIFACT_COLUMNS,  # the measurements, defined where they are made
+)
 
 __all__ = ["ARTIFACT_COLUMNS", "Frame", "FrameFailure", "FrameKey", "FrameMeta", "FrameResult", "ReadyFile",
            "pixel_digest"]
@@ -83,7 +85,7 @@ class FrameResult:
     area_fraction: float = 0.0
     n_artifacts: int = 0
     processed_at: str = ""  # ISO 8601 UTC
-    # How unlike the model's training frames this one looks (engines.familiarity): ~1 is
+    # How unlike the model's training frames this one looks (engines.runtime.familiarity): ~1 is
     # familiar, above 2 unfamiliar; NaN when the model card has no statistics.
     unfamiliarity: float = math.nan
     # True when the store already held this frame (a re-send, or a replay after a crash): the

@@ -11,7 +11,7 @@ downstream, and the writer flushes last.
 
 The engine pool holds one engine per inference worker, each running whole batches: on a CPU,
 frames side by side on separate cores go faster than one frame split over all of them
-(engines.backends.select.inference_plan has the measurement).
+(engines.select.inference_plan has the measurement).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from daemon.retries import Retries
-from engines.backends.base import Engine
-from engines.familiarity import Familiarity
-from engines.modelcard import frame_flagged
-from engines.postprocess import PostprocessOptions, postprocess
+from engines.runtime.analyse import AnalysisOptions, infer, measure
+from engines.runtime.base import Engine
+from engines.runtime.familiarity import Familiarity
+from engines.runtime.postprocess import PostprocessOptions
 from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ class PipelineParts:
     segment_all: bool = False
     sinks: tuple[Sink, ...] = ()
     familiarity: Familiarity | None = None  # the model's training frames' appearance
+
+    @property
+    def analysis(self) -> AnalysisOptions:
+        return AnalysisOptions(self.detect_threshold, self.segment_all, self.postprocess)
 
 
 @dataclass(slots=True)
@@ -184,11 +188,6 @@ class Pipeline:
     def in_flight(self) -> int:
         with self._in_flight_lock:
             return self._in_flight
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every submitted frame is durable (or failed and recorded)."""
-        with self._in_flight_lock:
-            return self._in_flight_lock.wait_for(lambda: self._in_flight == 0, timeout)
 
     def _done(self, n: int) -> None:
         with self._in_flight_lock:
@@ -325,13 +324,7 @@ class Pipeline:
         metrics.batch_size.observe(len(frames))
         try:
             started = time.perf_counter()
-            scores = engine.detect(batch)
-            flagged = scores >= self.parts.detect_threshold
-            chosen = np.arange(len(frames)) if self.parts.segment_all else np.flatnonzero(flagged)
-            probabilities: list[np.ndarray | None] = [None] * len(frames)
-            if len(chosen):
-                for i, p in zip(chosen, engine.segment(batch[chosen]), strict=True):
-                    probabilities[i] = p
+            scores, probabilities = infer(engine, batch, self.parts.analysis)
             metrics.inference.observe(time.perf_counter() - started)
         except Exception as exc:  # one bad batch must not stop the service
             logger.exception("inference failed for a batch of %d frames", len(frames))
@@ -354,19 +347,11 @@ class Pipeline:
 
     def _measure(self, item: Scored) -> FrameResult:
         frame = item.frame
-        intensity = frame.pixels if frame.pixels.ndim == 2 else frame.pixels[0]
-        stamp = timestamp()
-        familiarity = self.parts.familiarity
-        unfamiliarity = familiarity.score(intensity) if familiarity is not None else math.nan
-        if item.probability is None:
-            empty = np.zeros(intensity.shape, dtype=np.uint16)
-            flagged = frame_flagged(item.score, 0, self.parts.detect_threshold)
-            return FrameResult(frame, item.score, flagged, empty, {}, 0.0, 0, stamp, unfamiliarity)
-        found = postprocess(item.probability, intensity, self.parts.postprocess, frame.meta.pixel_size_um)
-        flagged = frame_flagged(item.score, found.n_artifacts, self.parts.detect_threshold)
+        found = measure(item.score, item.probability, frame.pixels, self.parts.analysis,
+                        frame.meta.pixel_size_um, self.parts.familiarity)
         return FrameResult(
-            frame, item.score, flagged, found.labels, found.artifacts,
-            found.area_fraction, found.n_artifacts, stamp, unfamiliarity,
+            frame, found.score, found.flagged, found.labels, found.artifacts,
+            found.area_fraction, found.n_artifacts, timestamp(), found.unfamiliarity,
         )
 
     @staticmethod

@@ -28,9 +28,9 @@ from daemon.metrics import Metrics
 from daemon.notify import SystemdNotifier
 from daemon.pipeline import Pipeline, PipelineParts
 from daemon.unfamiliar import UnfamiliarPlates
-from engines.familiarity import Familiarity
-from engines.modelcard import ModelBundle, ModelError, load_model, segments_every_frame
-from engines.postprocess import PostprocessOptions
+from engines.runtime.familiarity import Familiarity
+from engines.runtime.modelcard import ModelBundle, ModelError, load_model, segments_every_frame
+from engines.runtime.postprocess import PostprocessOptions
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Service:
     def __init__(self, config: Config, *, once: bool = False) -> None:
         from daemon.journal import Journal
         from daemon.store import ResultsStore, StoreError
-        from engines.backends.select import create_engines
+        from engines.select import create_engines
 
         self.config = config
         self.once = once

@@ -4,7 +4,7 @@ It writes the way real acquisition software does, so the folder source is tested
 same events: open the final name, write the TIFF in chunks with small pauses, close (default),
 or with --rename write `<name>.part` and rename it into place. Wells go in plate order (A01,
 A02, ...), fields within a well, one file per field and channel, at --rate files per second.
-Frames come from engines.synth; contaminated wells get artifacts in most fields. The pixel size
+Frames come from engines.data.synth; contaminated wells get artifacts in most fields. The pixel size
 goes into the TIFF (ImageJ resolution tags), where the decoder reads it back.
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 import tifffile
 
 from daemon.metadata import well_name
+from engines.data.synth import SynthFrame, SynthOptions, frame_for
 from engines.files import replace_atomically
-from engines.synth import SynthFrame, SynthOptions, frame_for
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class SimulateOptions:
     contaminated_wells: tuple[str, ...] = ()
     artifact_probability: float = 0.1
     contaminated_probability: float = 0.9
-    pixel_size_um: float | None = None  # None: engines.synth draws one per frame
+    pixel_size_um: float | None = None  # None: engines.data.synth draws one per frame
     limit: int = 0  # stop after this many files; 0 = the whole plate
     truth: Path | None = None  # CSV of what was drawn, written at the end
     workers: int = 2  # threads rendering frames ahead of the writer
@@ -244,7 +244,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=defaults.artifact_probability,
                         help="chance that a field of a clean well still holds an artifact")
     parser.add_argument("--pixel-size", type=float, default=None,
-                        help="µm per pixel (default: drawn per frame by engines.synth)")
+                        help="µm per pixel (default: drawn per frame by engines.data.synth)")
     parser.add_argument("--limit", type=int, default=0, help="stop after N files (0 = no limit)")
     parser.add_argument("--truth", type=Path, default=None,
                         help="write what was drawn (label per file) to this CSV at the end")

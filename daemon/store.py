@@ -88,10 +88,10 @@ from typing import Any
 import numcodecs
 import numpy as np
 import zarr
-from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
-from zarr.codecs import BytesCodec, VLenUTF8Codec, ZstdCodec
 from zarr.abc.buffer import Buffer
+from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.buffer import default_buffer_prototype
+from zarr.codecs import BytesCodec, VLenUTF8Codec, ZstdCodec
 from zarr.storage import LocalStore
 
 from daemon.frames import ARTIFACT_COLUMNS, FrameFailure, FrameResult

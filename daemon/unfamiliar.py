@@ -19,7 +19,7 @@ from statistics import median
 
 from daemon.frames import FrameResult
 from daemon.metrics import Metrics
-from engines.familiarity import PLATE_UNFAMILIAR, UNFAMILIAR
+from engines.runtime.familiarity import PLATE_UNFAMILIAR, UNFAMILIAR
 
 logger = logging.getLogger(__name__)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import tifffile
 
+from daemon.frames import FrameKey
 from daemon.store import ResultsStore
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,3 +144,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def journaled_keys(journal: Path) -> set[FrameKey]:
+    """Every file version a journal holds, read with plain sqlite3."""
+    with contextlib.closing(sqlite3.connect(journal)) as conn:
+        rows = conn.execute("SELECT source, size, mtime_ns FROM done").fetchall()
+    return {FrameKey(source, size, mtime_ns) for source, size, mtime_ns in rows}

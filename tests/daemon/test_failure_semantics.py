@@ -23,9 +23,9 @@ from daemon.pipeline import Pipeline, PipelineParts
 from daemon.service import Service, configure, postprocess_options
 from daemon.sources.fs import FolderSource
 from daemon.store import ResultsStore
-from engines.backends.select import create_engines
-from engines.modelcard import load_model
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
+from engines.runtime.modelcard import load_model
+from engines.select import create_engines
 from tests.daemon.service_helpers import REPO, config_file, stored_sources, wait_for, write_frames
 
 pytestmark = pytest.mark.timeout(240)

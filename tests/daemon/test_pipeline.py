@@ -15,8 +15,8 @@ from daemon.metrics import Metrics
 from daemon.pipeline import Pipeline, PipelineParts
 from daemon.service import postprocess_options
 from daemon.store import ResultsStore
-from engines.backends.select import create_engines
-from engines.modelcard import load_model
+from engines.runtime.modelcard import load_model
+from engines.select import create_engines
 from tests.daemon.service_helpers import write_frames
 
 
@@ -90,7 +90,7 @@ def obvious_artifact_frame(path: Path) -> Path:
     import numpy as np
     import tifffile
 
-    from engines.synth import SynthOptions, frame_for
+    from engines.data.synth import SynthOptions, frame_for
 
     frame = frame_for(123, 0, SynthOptions(height=512, width=512, artifact_probability=0.0)).image
     yy, xx = np.mgrid[:512, :512]

@@ -12,11 +12,11 @@ import pytest
 import tifffile
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.journal import Journal
 from daemon.store import ResultsStore
 from tests.daemon.badfiles import write_bad_corpus
 from tests.daemon.service_helpers import (
     config_file,
+    journaled_keys,
     metrics_port,
     run_once,
     scrape,
@@ -128,11 +128,7 @@ def test_kill9_then_restart_writes_every_frame_exactly_once(tmp_path, plant):
     expected = {str(p.relative_to(folder)) for p in frames}
     assert set(counts) == expected
     assert max(counts.values()) == 1
-    journal = Journal(store.parent / (store.name + ".journal.sqlite"))
-    try:
-        assert len(journal.done_keys()) == len(frames)
-    finally:
-        journal.close()
+    assert len(journaled_keys(store.parent / (store.name + ".journal.sqlite"))) == len(frames)
 
 
 def test_sigterm_drains_consistently_and_restart_finishes(tmp_path, plant):
@@ -145,11 +141,7 @@ def test_sigterm_drains_consistently_and_restart_finishes(tmp_path, plant):
     assert stop(process, signal.SIGTERM, timeout=60) == 0, log.read_text()
     assert time.monotonic() - started < 60
     stored = Counter(stored_sources(store))
-    journal = Journal(store.parent / (store.name + ".journal.sqlite"))
-    try:
-        journaled = {key.source for key in journal.done_keys()}
-    finally:
-        journal.close()
+    journaled = {key.source for key in journaled_keys(store.parent / (store.name + ".journal.sqlite"))}
     assert set(stored) == journaled, "drained: every durable frame is committed, and only those"
     assert run_once(config, log).returncode == 0
     counts = Counter(stored_sources(store))

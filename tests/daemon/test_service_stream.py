@@ -10,7 +10,7 @@ import zmq
 
 from daemon.client import ArtifactClient
 from daemon.store import ResultsStore
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
 from tests.daemon.service_helpers import (
     config_file,
     free_port,

@@ -11,9 +11,9 @@ import tifffile
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.store import ResultsStore
-from engines.familiarity import PLATE_UNFAMILIAR, UNFAMILIAR, Familiarity, appearance
-from engines.modelcard import DEFAULT_MODEL_DIR
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
+from engines.runtime.familiarity import PLATE_UNFAMILIAR, UNFAMILIAR, Familiarity, appearance
+from engines.runtime.modelcard import DEFAULT_MODEL_DIR
 from tests.daemon.service_helpers import config_file, operetta_name, run_once
 
 pytestmark = pytest.mark.timeout(240)
@@ -61,8 +61,9 @@ def test_a_mostly_unfamiliar_plate_is_warned_about_once(tmp_path, halo_model, re
 
 
 def test_unfamiliarity_is_exported_to_prometheus():
-    from daemon.metrics import Metrics
     from prometheus_client import generate_latest
+
+    from daemon.metrics import Metrics
 
     metrics = Metrics()
     metrics.unfamiliarity.observe(3.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.train import add_arguments
+from engines.training.train import add_arguments
 
 
 def train_args(data: Path, out: Path, *, mode: str, extra: tuple[str, ...] = ()) -> argparse.Namespace:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engines.synth import SynthOptions, write_dataset
-from engines.train import main as train_main
+from engines.data.synth import SynthOptions, write_dataset
+from engines.training.train import main as train_main
 from tests.engines.cli import train_args
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from engines.augment import AugmentOptions, augment
+from engines.training.augment import AugmentOptions, augment
 
 ONLY_FRINGES = AugmentOptions(flips=False, rotations=False, gain=(1.0, 1.0), offset=(0.0, 0.0),
                               gamma=(1.0, 1.0), gradient=0.0, gaussian_noise=0.0, speckle=0.0,

@@ -15,15 +15,16 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from engines.backends.base import pad_to_multiple
-from engines.backends.preprocess import (
+from engines.gpu.preprocess import (
     RAW_INPUT,
     as_uint16_frames,
     nodes_before_first_conv,
     raw_bytes,
     wrap_raw_uint16,
 )
-from engines.backends.select import (
+from engines.runtime.base import pad_to_multiple
+from engines.runtime.modelcard import ModelBundle, load_model
+from engines.select import (
     BackendUnavailable,
     available_backends,
     choose_backend,
@@ -31,7 +32,6 @@ from engines.backends.select import (
     create_engines,
     inference_plan,
 )
-from engines.modelcard import ModelBundle, load_model
 
 _MODEL: dict[str, Path] = {}
 
@@ -40,9 +40,9 @@ def make_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random-weight model folder, exported once per test session (~10-50 s)."""
     if "path" not in _MODEL:
         torch = pytest.importorskip("torch")
-        from engines.export import write_model_folder
-        from engines.models import Architecture, Detector, UNet
-        from engines.train import TrainedModels, TrainOptions
+        from engines.pytorch.models import Architecture, Detector, UNet
+        from engines.training.export import write_model_folder
+        from engines.training.train import TrainedModels, TrainOptions
 
         torch.manual_seed(0)
         arch = Architecture(in_channels=1, unshuffle=4, detector_widths=(8, 16),
@@ -93,7 +93,7 @@ TOLERANCE = {"fp32": 2e-3, "fp16": 3e-2, "bf16": 8e-2}
 
 
 def _reference(bundle: ModelBundle, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from engines.backends.torch import TorchEngine
+    from engines.pytorch.backend import TorchEngine
 
     engine = TorchEngine(bundle, device="cpu")
     try:
@@ -235,11 +235,11 @@ def test_auto_picks_onnxruntime_on_a_cpu_and_says_why(tiny_model: ModelBundle,
     choice = choose_backend("auto")
     assert (choice.backend, choice.device) == ("onnxruntime", "cpu")
     assert "tensorrt" in choice.reason and "torch" in choice.reason
-    with caplog.at_level(logging.INFO, logger="engines.backends.select"):
+    with caplog.at_level(logging.INFO, logger="engines.select"):
         engine = create_engine(tiny_model)
     try:
         assert engine.info.backend == "onnxruntime"
-        lines = [r.getMessage() for r in caplog.records if r.name == "engines.backends.select"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "engines.select"]
         assert len(lines) == 1
         assert "onnxruntime" in lines[0] and "tensorrt" in lines[0]
     finally:
@@ -341,8 +341,8 @@ def test_tensorrt_matches_torch_fp32(tiny_model: ModelBundle, precision: str,
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_tensorrt_int8_calibrated_close_to_fp32(tiny_model: ModelBundle, tmp_path: Path) -> None:
-    from engines.build import ensure_engine, tensorrt_major
-    from engines.enginecache import make_profile
+    from engines.gpu.build import ensure_engine, tensorrt_major
+    from engines.gpu.enginecache import make_profile
 
     if tensorrt_major() >= 11:
         pytest.skip("TensorRT 11 has no implicit int8 calibration (explicit Q/DQ only)")
@@ -368,8 +368,8 @@ def test_tensorrt_int8_calibrated_close_to_fp32(tiny_model: ModelBundle, tmp_pat
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_tensorrt_rebuilds_a_corrupt_plan(tiny_model: ModelBundle, tmp_path: Path) -> None:
-    from engines.build import ensure_engine
-    from engines.enginecache import make_profile
+    from engines.gpu.build import ensure_engine
+    from engines.gpu.enginecache import make_profile
 
     plan = ensure_engine(tiny_model, "fp32", make_profile(2, (32, 32)), tmp_path,
                          part="detector")
@@ -569,7 +569,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
     import types
 
-    import engines.build as build
+    import engines.gpu.build as build
 
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = _FakeCuda  # type: ignore[attr-defined]
@@ -595,7 +595,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_tensorrt_runner_logic_on_fake_cuda(tiny_model: ModelBundle, tmp_path: Path,
                                             fake_gpu: list[str]) -> None:
-    from engines.backends.tensorrt import TensorRTEngine
+    from engines.gpu.tensorrt import TensorRTEngine
 
     assert available_backends()["tensorrt"] == "ok"
     engine = create_engine(tiny_model, backend="tensorrt", max_batch=4, engine_cache=tmp_path,

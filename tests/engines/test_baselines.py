@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-import engines.baselines
-from engines.baselines import adaptive_baseline, otsu_baseline
+import engines.evaluation.baselines
+from engines.evaluation.baselines import adaptive_baseline, otsu_baseline
 
 BASELINES = [otsu_baseline, adaptive_baseline]
 
@@ -36,7 +36,7 @@ def iou(a, b):
 
 
 def test_doctests():
-    result = doctest.testmod(engines.baselines)
+    result = doctest.testmod(engines.evaluation.baselines)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from daemon.cli import main as cli_main
-from engines.backends.base import EngineInfo
-from engines.bench import (
+from engines.evaluation.bench import (
     BenchOptions,
     markdown_table,
     measure_offered,
     measure_throughput,
     synthetic_frames,
 )
+from engines.runtime.base import EngineInfo
 from tests.engines.test_backends import make_tiny_model
 
 
@@ -150,7 +150,7 @@ def test_bench_refuses_bad_arguments(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_markdown_table_marks_skips_and_falling_behind() -> None:
-    from engines.bench import BenchResult
+    from engines.evaluation.bench import BenchResult
 
     rows = [BenchResult("tensorrt", "fp16", "8x8", 1, "throughput", "skipped: no GPU"),
             BenchResult("torch", "fp32", "8x8", 1, "offered", "ok", device="cpu",

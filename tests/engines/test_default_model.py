@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.backends.onnxruntime import OnnxRuntimeEngine
-from engines.modelcard import DEFAULT_MODEL_DIR, load_model
-from engines.postprocess import PostprocessOptions, postprocess
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
+from engines.runtime.modelcard import DEFAULT_MODEL_DIR, load_model
+from engines.runtime.onnxruntime import OnnxRuntimeEngine
+from engines.runtime.postprocess import PostprocessOptions, postprocess
 
 
 def test_default_model_is_complete_and_small():
@@ -42,7 +42,7 @@ def test_default_model_finds_an_obvious_artifact():
 
 def verdicts(bundle, frames) -> np.ndarray:
     """The service's verdict (detector, U-Net on every frame as the card says, minimum area)."""
-    from engines.modelcard import frame_flagged, segments_every_frame
+    from engines.runtime.modelcard import frame_flagged, segments_every_frame
 
     engine = OnnxRuntimeEngine(bundle, threads=1)
     card = bundle.card
@@ -77,6 +77,6 @@ def test_default_model_finds_artifacts_on_a_renderer_it_never_trained_on():
 
 
 def test_default_model_card_knows_its_training_frames():
-    from engines.familiarity import Familiarity
+    from engines.runtime.familiarity import Familiarity
 
     assert Familiarity.from_dict(load_model("default").card.familiarity) is not None

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from daemon.cli import main as cli_main
-from engines.backends.select import available_backends
-from engines.build import BuildError, load_calibration_frames
-from engines.enginecache import (
+from engines.gpu.build import BuildError, load_calibration_frames
+from engines.gpu.enginecache import (
     BuildTarget,
     EngineCache,
     EngineKey,
@@ -27,6 +26,7 @@ from engines.enginecache import (
     make_profile,
     parse_frame_size,
 )
+from engines.select import available_backends
 
 TARGET = BuildTarget("10.9.0", "NVIDIA H100 80GB HBM3", "9.0")
 
@@ -154,7 +154,7 @@ def test_key_mismatch_rebuilds_with_one_log_line(tmp_path: Path,
     cache, build = EngineCache(tmp_path), FakeBuilder()
     cache.ensure(key(), build)
     upgraded = key(target=BuildTarget("10.10.0", TARGET.gpu_name, TARGET.compute_capability))
-    with caplog.at_level(logging.INFO, logger="engines.enginecache"):
+    with caplog.at_level(logging.INFO, logger="engines.gpu.enginecache"):
         path = cache.ensure(upgraded, build)
     assert build.builds == 2 and path.read_bytes() == b"plan #2"
     mismatch = [r.getMessage() for r in caplog.records if "another configuration" in
@@ -169,7 +169,7 @@ def test_corrupt_plan_is_rebuilt_not_fatal(tmp_path: Path,
     cache, build = EngineCache(tmp_path), FakeBuilder()
     path = cache.ensure(key(), build)
     path.write_bytes(b"plan #1 but truncated")
-    with caplog.at_level(logging.WARNING, logger="engines.enginecache"):
+    with caplog.at_level(logging.WARNING, logger="engines.gpu.enginecache"):
         assert cache.ensure(key(), build).read_bytes() == b"plan #2"
     assert any("does not match its recorded hash" in r.getMessage() for r in caplog.records)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from engines.evaluate import add_arguments, main
-from engines.synth import SynthOptions, frame_for, write_dataset
+from engines.data.synth import SynthOptions, frame_for, write_dataset
+from engines.evaluation.evaluate import add_arguments, main
 
 
 def test_eval_writes_json_markdown_and_plot_with_baselines(tiny_models, tmp_path):
@@ -52,7 +52,7 @@ def test_eval_runs_the_segmenter_as_the_card_says_and_flags_what_it_finds(tmp_pa
     import numpy as np
     import tifffile
 
-    from engines.modelcard import DEFAULT_MODEL_DIR
+    from engines.runtime.modelcard import DEFAULT_MODEL_DIR
 
     model = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL_DIR, model)

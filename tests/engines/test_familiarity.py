@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.familiarity import FEATURES, PLATE_UNFAMILIAR, UNFAMILIAR, Familiarity, appearance
-from engines.synth import SynthOptions, frame_for
+from engines.data.synth import SynthOptions, frame_for
+from engines.runtime.familiarity import (
+    FEATURES,
+    PLATE_UNFAMILIAR,
+    UNFAMILIAR,
+    Familiarity,
+    appearance,
+)
 
 SIZE = SynthOptions(height=256, width=256)
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from engines.modelcard import DEFAULT_MODEL_DIR, ModelError, frame_flagged, load_model
+from engines.runtime.modelcard import DEFAULT_MODEL_DIR, ModelError, frame_flagged, load_model
 
 
 @pytest.mark.parametrize(("score", "n_artifacts", "flagged"), [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engines.models import Architecture, Detector, UNet, pad_multiple, standardise
+from engines.pytorch.models import Architecture, Detector, UNet, pad_multiple, standardise
 
 
 @pytest.mark.parametrize("channels", [1, 3])

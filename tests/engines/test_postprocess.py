@@ -12,9 +12,9 @@ import skimage.measure
 from scipy import ndimage as ndi
 from skimage.filters import threshold_local
 
-import engines.postprocess
+import engines.runtime.postprocess
 from daemon import frames
-from engines.postprocess import (
+from engines.runtime.postprocess import (
     ARTIFACT_COLUMNS,
     ARTIFACT_DTYPES,
     PostprocessOptions,
@@ -48,7 +48,7 @@ def test_columns_are_the_daemons():
 
 
 def test_doctests():
-    result = doctest.testmod(engines.postprocess)
+    result = doctest.testmod(engines.runtime.postprocess)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from engines.render_monolayer import MIN_FOOTPRINT_PX, make_frame
-from engines.synth import ARTIFACT_KINDS, SynthFrame, SynthOptions
+from engines.data.render_monolayer import MIN_FOOTPRINT_PX, make_frame
+from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthOptions
 
 SMALL = SynthOptions(height=256, width=256)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from engines.render_relief import MIN_FOOTPRINT_PX, make_frame
-from engines.synth import ARTIFACT_KINDS, SynthOptions
+from engines.data.render_relief import MIN_FOOTPRINT_PX, make_frame
+from engines.data.synth import ARTIFACT_KINDS, SynthOptions
 
 SMALL = SynthOptions(height=256, width=256)
 

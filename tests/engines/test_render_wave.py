@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.render_wave import make_frame
-from engines.synth import ARTIFACT_KINDS, SynthOptions
+from engines.data.render_wave import make_frame
+from engines.data.synth import ARTIFACT_KINDS, SynthOptions
 
 SMALL = SynthOptions(height=256, width=256)
 

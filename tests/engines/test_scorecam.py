@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from engines.scorecam import PseudoMaskRule, image_evidence, pseudo_mask
+from engines.training.scorecam import PseudoMaskRule, image_evidence, pseudo_mask
 
 
 def frame_with_disc_and_speck() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-import engines.scoring
-from engines.scoring import (
+import engines.evaluation.scoring
+from engines.evaluation.scoring import (
     ObjectMatch,
     PixelCounts,
     ap_curve,
@@ -32,7 +32,7 @@ def strips(*spans, width=20, rows=2):
 
 
 def test_doctests():
-    result = doctest.testmod(engines.scoring)
+    result = doctest.testmod(engines.evaluation.scoring)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from engines.synth import ARTIFACT_KINDS, MIN_OBJECT_PX, SynthOptions, frame_for, write_dataset
+from engines.data.synth import ARTIFACT_KINDS, MIN_OBJECT_PX, SynthOptions, frame_for, write_dataset
 
 SMALL = SynthOptions(height=256, width=256)
 REPO = Path(__file__).resolve().parents[2]

@@ -15,13 +15,13 @@ import pytest
 import tifffile
 import torch
 
-from engines.backends.base import pad_to_multiple
-from engines.backends.onnxruntime import OnnxRuntimeEngine
-from engines.dataset import load_dataset, split
-from engines.export import load_torch_models
-from engines.modelcard import load_model
-from engines.synth import SynthOptions, frame_for
-from engines.train import (
+from engines.data.dataset import load_dataset, split
+from engines.data.synth import SynthOptions, frame_for
+from engines.pytorch.weights import load_torch_models
+from engines.runtime.base import pad_to_multiple
+from engines.runtime.modelcard import load_model
+from engines.runtime.onnxruntime import OnnxRuntimeEngine
+from engines.training.train import (
     DEFAULTS,
     CamCache,
     Checkpoints,
@@ -196,7 +196,7 @@ def test_impossible_step_counts_are_refused_by_name(tiny_dataset, tmp_path, capl
 
 
 def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
-    from engines.train import best_f1_threshold
+    from engines.training.train import best_f1_threshold
 
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
@@ -209,7 +209,7 @@ def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
 
 
 def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
-    from engines.train import choose_verdict
+    from engines.training.train import choose_verdict
 
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
@@ -226,7 +226,7 @@ def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
 
 
 def test_the_verdict_stays_quiet_on_clean_frames_when_asked():
-    from engines.train import choose_verdict
+    from engines.training.train import choose_verdict
 
     # A clean frame of an unusual plate scores above two of the artifact frames.
     scores = np.array([0.97, 0.9, 0.6, 0.58, 0.62, 0.1, 0.1, 0.1])
@@ -238,7 +238,7 @@ def test_the_verdict_stays_quiet_on_clean_frames_when_asked():
 
 
 def test_a_larger_minimum_area_is_chosen_when_specks_flag_clean_frames():
-    from engines.train import choose_verdict
+    from engines.training.train import choose_verdict
 
     scores = np.array([0.9, 0.2, 0.1, 0.1])
     truth = np.array([1, 1, 0, 0])
@@ -273,7 +273,7 @@ def test_scorecam_maps_are_kept_for_a_later_run_with_the_same_detector(
     def no_scorecam(*args, **kwargs):
         raise AssertionError("ScoreCAM ran although its map was in the cache")
 
-    monkeypatch.setattr("engines.train.scorecam", no_scorecam)
+    monkeypatch.setattr("engines.training.train.scorecam", no_scorecam)
     assert main(train_args(tiny_dataset, tmp_path / "second", mode="weak", extra=extra)) == 0
     first = torch.load(tmp_path / "first" / "segmenter.pt", weights_only=True)
     second = torch.load(tmp_path / "second" / "segmenter.pt", weights_only=True)
@@ -300,7 +300,7 @@ def test_the_cam_cache_is_per_detector_and_makes_damaged_maps_again(tiny_models,
 
 def test_init_default_fine_tunes_the_shipped_model_with_short_defaults(tiny_dataset, tmp_path):
     """`--init default` is the word the config accepts; fine-tuning defaults are the short ones."""
-    from engines.train import FINE_TUNE_STEPS, add_arguments
+    from engines.training.train import FINE_TUNE_STEPS, add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -329,7 +329,7 @@ def test_train_without_torch_names_the_extra_to_install(tmp_path):
 
 def test_thresholds_can_be_chosen_on_another_renderers_frames(tiny_dataset, tmp_path):
     """--val-frames: a domain the model does not train on chooses its verdict."""
-    from engines.synth import write_dataset
+    from engines.data.synth import write_dataset
 
     other = write_dataset(tmp_path / "other", 8, seed=6, options=SynthOptions(height=128, width=128),
                           progress=False, renderer_name="monolayer")

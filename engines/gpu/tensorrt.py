@@ -1,12 +1,12 @@
 """TensorRT backend: built plans run with pycuda on the GPU's primary context.
 
-- Plans come from the engine cache (engines/enginecache.py); one is built on first use when none
-  matches (engines/build.py). Each plan has one optimisation profile: batch 1..max_batch at one
+- Plans come from the engine cache (engines/gpu/enginecache.py); one is built on first use when none
+  matches (engines/gpu/build.py). Each plan has one optimisation profile: batch 1..max_batch at one
   frame shape, so a new frame shape gets its own plan (built when first seen, or up front when
   `frame_shape` is given).
 - The plan's input is the frames' raw bytes (uint16 viewed as uint8 [N, C, H, 2W]); the cast to
   float, edge padding, the models' own standardisation and sigmoid, and the crop of the mask
-  back to the frame all run inside the engine (engines/backends/preprocess.py).
+  back to the frame all run inside the engine (engines/runtime/preprocess.py).
 - Tensors are bound by name (set_input_shape, set_tensor_address) and run with
   execute_async_v3 on this engine's own CUDA streams; every TensorRT call that returns a status
   is checked and failures name the tensor and shape.
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from engines.backends.base import EngineInfo
-from engines.backends.preprocess import RAW_INPUT, as_uint16_frames, raw_bytes
-from engines.enginecache import PlanError, Profile, make_profile
-from engines.modelcard import ModelBundle
+from engines.gpu.enginecache import PlanError, Profile, make_profile
+from engines.gpu.preprocess import RAW_INPUT, as_uint16_frames, raw_bytes
+from engines.runtime.base import EngineInfo
+from engines.runtime.modelcard import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ class TensorRTEngine:
         key = (part, int(frame_shape[0]), int(frame_shape[1]))
         runner = self._runners.get(key)
         if runner is None:
-            from engines.build import build_target, engine_key, plan_builder, plan_metadata
-            from engines.enginecache import EngineCache, default_cache_dir
+            from engines.gpu.build import build_target, engine_key, plan_builder, plan_metadata
+            from engines.gpu.enginecache import EngineCache, default_cache_dir
 
             profile = make_profile(self._max_batch, key[1:], channels=self.bundle.card.in_channels)
             cache = EngineCache(self._cache_dir or default_cache_dir())

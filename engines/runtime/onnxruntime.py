@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from engines.backends.base import EngineInfo, as_batch, pad_to_multiple
-from engines.modelcard import ModelBundle
+from engines.runtime.base import EngineInfo, as_batch, pad_to_multiple
+from engines.runtime.modelcard import ModelBundle
 
 logger = logging.getLogger(__name__)
 

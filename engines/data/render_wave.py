@@ -13,7 +13,7 @@ and lights the specimen as a faint, broad shadow. Köhler illumination (falloff,
 well edge / meniscus) and an sCMOS camera (Poisson shot noise, PRNU, column offsets, hot pixels,
 read noise, offset, gain) follow.
 
-How it differs from engines/synth.py: there, brightfield contrast is ``1 + k * laplacian(phase)``
+How it differs from engines/data/synth.py: there, brightfield contrast is ``1 + k * laplacian(phase)``
 of small-patch cells; here, image formation is an FFT wave propagation of the whole field, cells
 are adherent lines laid out on a (warped, anisotropic) Voronoi tiling of the frame, the camera is
 Poisson with fixed-pattern noise, and every artifact is drawn by different code.
@@ -35,7 +35,7 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage as ndi
 
-from engines.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
 
 MIN_FOOTPRINT_PX = 20
 TAU = 2 * math.pi

@@ -3,7 +3,7 @@
 On CUDA:
 - frames travel as their integer bits: uint16 frames are staged in page-locked memory as int16
   (same bytes), copied without blocking, then widened, cast and edge-padded on the device
-  (engines/backends/preprocess.py);
+  (engines/runtime/preprocess.py);
 - fp16/bf16 run under autocast, so the per-frame standardisation inside the models (means of
   squared uint16 deviations, up to 65535**2) stays in float32 while the convolutions run in
   reduced precision; `.half()` on the whole model would overflow there;
@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.backends.base import EngineInfo, as_batch
-from engines.backends.preprocess import pad_on_device, widen_uint16
-from engines.modelcard import ModelBundle, ModelError
+from engines.pytorch.preprocess import pad_on_device, widen_uint16
+from engines.pytorch.weights import load_torch_models
+from engines.runtime.base import EngineInfo, as_batch
+from engines.runtime.modelcard import ModelBundle, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 class TorchEngine:
     def __init__(self, bundle: ModelBundle, *, device: str = "cpu", precision: str = "fp32",
                  threads: int = 0, cuda_graphs: bool = True, max_graphs: int = 16) -> None:
-        from engines.export import load_torch_models
-
         missing = [p for p in ("detector_torch", "segmenter_torch")
                    if p not in bundle.card.files or not bundle.path(p).is_file()]
         if missing:

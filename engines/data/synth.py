@@ -720,11 +720,11 @@ def _measure(canvas: _Canvas, kinds: list[str]) -> tuple[np.ndarray, tuple[Synth
 # Independently written renderers, each a different idea of how a brightfield image forms, so
 # a model can be trained on some and judged on one it never saw (module: its make_frame).
 RENDERERS = {
-    "halo": "engines.synth",  # this module: round cells with halos, transport-of-intensity relief
-    "wave": "engines.render_wave",  # wave optics: complex transmission, defocus, pupil, sCMOS noise
-    "monolayer": "engines.render_monolayer",  # procedural intensity layers: adherent cells
-    "relief": "engines.render_relief",  # height field under oblique light, Beer-Lambert stain
-    "caustic": "engines.render_caustic",  # ray displacement and caustics, level-set cells
+    "halo": "engines.data.synth",  # this module: round cells with halos, transport-of-intensity relief
+    "wave": "engines.data.render_wave",  # wave optics: complex transmission, defocus, pupil, sCMOS noise
+    "monolayer": "engines.data.render_monolayer",  # procedural intensity layers: adherent cells
+    "relief": "engines.data.render_relief",  # height field under oblique light, Beer-Lambert stain
+    "caustic": "engines.data.render_caustic",  # ray displacement and caustics, level-set cells
 }
 
 

@@ -54,7 +54,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from engines.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
 
 MIN_FOOTPRINT_PX = 20  # an artifact smaller than this inside the frame is not drawn / is dropped
 PIXEL_SIZE_RANGE_UM = (0.3, 1.3)

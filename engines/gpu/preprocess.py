@@ -3,11 +3,9 @@
 Every backend does the same three things around the exported model: cast the frames to float32,
 pad H and W up to the card's multiple by edge replication (zeros would look like an artifact),
 and crop the probability map back to the frame. Standardisation and the space-to-depth step are
-already inside the models (engines/models.py), and so is the sigmoid.
+already inside the models (engines/pytorch/models.py), and so is the sigmoid.
 
-Two forms of it live here, one per GPU backend:
-
-- TensorRT: a few ONNX nodes put in front of (and behind) the exported model before the engine is
+TensorRT's form lives here (the torch backend's is engines/pytorch/preprocess.py): a few ONNX nodes put in front of (and behind) the exported model before the engine is
   built, so the plan takes the frames' raw bytes and the cast, padding and crop run inside the
   engine on the GPU. TensorRT has no uint16 tensor type, so the plan's input is the frames'
   little-endian bytes as UINT8 [N, C, H, 2W] (a zero-copy view of the uint16 array) and the
@@ -15,8 +13,6 @@ Two forms of it live here, one per GPU backend:
   Chosen over a pycuda SourceModule kernel because that would need the CUDA compiler (nvcc) on
   the acquisition PC at run time, and because this graph runs, and is tested, on a CPU with ONNX
   Runtime. The host sends 2 bytes a pixel instead of 4.
-- torch: the same steps as tensor ops on the device (uint16 frames travel as int16 bits and are
-  widened there).
 """
 
 from __future__ import annotations
@@ -27,10 +23,9 @@ import numpy as np
 
 if TYPE_CHECKING:
     import onnx
-    import torch
 
 RAW_INPUT = "frames_u16le"  # the TensorRT plan's input: uint16 frames viewed as bytes
-MODEL_INPUT = "frames"  # the exported models' input (engines/export.py)
+MODEL_INPUT = "frames"  # the exported models' input (engines/training/export.py)
 # Bump when the wrapper graph changes: it is part of every TensorRT engine's cache key.
 PREPROCESS_VERSION = 1
 _PREFIX = "artifactd_pre/"
@@ -182,39 +177,3 @@ def nodes_before_first_conv(model: onnx.ModelProto) -> list[str]:
             return names
         names.append(node.name)
     return names
-
-
-def to_device_float(frames_u16: np.ndarray, device: torch.device, *, pinned: bool,
-                    pad_multiple: int) -> torch.Tensor:
-    """uint16 (N, C, H, W) numpy -> float32 (N, C, H', W') on `device`, edge-padded.
-
-    On CUDA the int16-viewed bits are staged in page-locked memory and copied without blocking;
-    the widening, cast and padding run on the device.
-    """
-    import torch
-
-    bits = torch.from_numpy(frames_u16.view(np.int16))
-    if pinned:
-        staged = torch.empty(bits.shape, dtype=torch.int16, pin_memory=True)
-        staged.copy_(bits)
-        bits = staged
-    on_device = bits.to(device, non_blocking=pinned)
-    return pad_on_device(widen_uint16(on_device), pad_multiple)
-
-
-def widen_uint16(bits: torch.Tensor) -> torch.Tensor:
-    """int16 tensor holding uint16 bit patterns -> float32 values 0..65535."""
-    import torch
-
-    return (bits.to(torch.int32) & 0xFFFF).to(torch.float32)
-
-
-def pad_on_device(batch: torch.Tensor, pad_multiple: int) -> torch.Tensor:
-    """Edge-pad H and W up to a multiple (same rule as base.pad_to_multiple)."""
-    from torch.nn import functional as F
-
-    h, w = batch.shape[-2:]
-    ph, pw = (-h) % pad_multiple, (-w) % pad_multiple
-    if ph == 0 and pw == 0:
-        return batch
-    return F.pad(batch, (0, pw, 0, ph), mode="replicate")

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engines.synth import DTYPES, RENDERERS, SynthOptions, write_dataset
+from engines.data.synth import DTYPES, RENDERERS, SynthOptions, write_dataset
 
 logger = logging.getLogger(__name__)
 

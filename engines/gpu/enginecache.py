@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from engines.backends.preprocess import PREPROCESS_VERSION
+from engines.gpu.preprocess import PREPROCESS_VERSION
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""How the shipped default model is made: `python -m engines.recipe [--work runs/]`.
+"""How the shipped default model is made: `python -m engines.training.recipe [--work runs/]`.
 
 Each step is an `artifactd` command (written into the model card verbatim), skipped when its
 output already exists, so an interrupted recipe continues where it stopped:
@@ -13,7 +13,7 @@ output already exists, so an interrupted recipe continues where it stopped:
    512 x 512 crops, keeping the detector: in smaller windows faint illumination fringes and
    vignetting looked like out-of-focus dirt, and whole fields lit up (held-out pixel IoU
    0.41 -> 0.60). A fifth goes over the same frames with interference-fringe augmentation
-   (engines/augment.py): fringes of under 1 % had been segmented as dirt over half a field
+   (engines/training/augment.py): fringes of under 1 % had been segmented as dirt over half a field
    (0.60 -> 0.73). A sixth trains nothing: it chooses the segment mode and thresholds again
    (--segment auto chose the U-Net on every frame), where large faint dirt that the detector
    scores low is still segmented (0.73 -> 0.78).
@@ -42,7 +42,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engines.modelcard import DEFAULT_MODEL_DIR
+from engines.runtime.modelcard import DEFAULT_MODEL_DIR
 
 TRAIN_SETS = (("u16", 101, "uint16", 700, 512), ("u8", 102, "uint8", 150, 512))
 DEPLOYMENT_SIZE_SETS = (("u16-1080", 103, "uint16", 240, 1080), ("u16-1080b", 104, "uint16", 400, 1080))

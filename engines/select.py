@@ -12,22 +12,20 @@ pycuda, and ONNX Runtime never needs torch.
 from __future__ import annotations
 
 import glob
-import importlib
-import importlib.util
 import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.backends.base import Engine
-from engines.modelcard import ModelBundle
+from engines.gpu.available import missing, tensorrt_status
+from engines.runtime.base import Engine
+from engines.runtime.modelcard import ModelBundle
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-GPU_EXTRA_HINT = "install the GPU extra: pip install 'artifactd[gpu]'"
 
 
 class BackendUnavailable(RuntimeError):
@@ -41,40 +39,8 @@ class BackendChoice:
     reason: str  # one sentence, for the log and for artifactd_engine_info
 
 
-def _missing(module: str) -> str | None:
-    """Why `module` cannot be imported, or None when it can."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ValueError:  # already imported without a spec (e.g. injected): importable
-        found = True
-    if not found:
-        return f"{module} is not installed"
-    try:
-        importlib.import_module(module)
-    except Exception as exc:  # a broken install raises anything from ImportError to OSError
-        return f"{module} does not import ({type(exc).__name__}: {exc})"
-    return None
-
-
-def _tensorrt_status() -> str:
-    for module in ("tensorrt", "pycuda"):
-        why = _missing(module)
-        if why:
-            return f"{why}; {GPU_EXTRA_HINT}"
-    import pycuda.driver as cuda
-
-    try:
-        cuda.init()
-        count = cuda.Device.count()
-    except Exception as exc:
-        return f"no usable CUDA driver/GPU (pycuda: {exc})"
-    if count < 1:
-        return "no CUDA GPU found (pycuda sees 0 devices)"
-    return "ok"
-
-
 def _torch_status() -> str:
-    why = _missing("torch")
+    why = missing("torch")
     return f"{why}; install the train extra: pip install 'artifactd[train]'" if why else "ok"
 
 
@@ -100,7 +66,7 @@ def _torch_cuda_status() -> str:
 
 
 def _onnxruntime_status() -> str:
-    why = _missing("onnxruntime")
+    why = missing("onnxruntime")
     return f"{why}; pip install onnxruntime" if why else "ok"
 
 
@@ -109,7 +75,7 @@ def available_backends() -> dict[str, str]:
     return {
         "onnxruntime": _onnxruntime_status(),
         "torch": _torch_status(),
-        "tensorrt": _tensorrt_status(),
+        "tensorrt": tensorrt_status(),
     }
 
 
@@ -136,7 +102,7 @@ def choose_backend(backend: str = "auto", precision: str = "fp32") -> BackendCho
     if backend not in (*BACKENDS, "auto"):
         raise ValueError(f"backend {backend!r}: expected auto or one of {BACKENDS}")
     if backend == "auto":
-        trt = _tensorrt_status()
+        trt = tensorrt_status()
         if trt == "ok":
             choice = BackendChoice("tensorrt", "cuda",
                                    "auto: tensorrt and pycuda import and a CUDA GPU is present")
@@ -164,7 +130,7 @@ def choose_backend(backend: str = "auto", precision: str = "fp32") -> BackendCho
         return choice
 
     status = {"onnxruntime": _onnxruntime_status, "torch": _torch_status,
-              "tensorrt": _tensorrt_status}[backend]()
+              "tensorrt": tensorrt_status}[backend]()
     if status != "ok":
         raise BackendUnavailable(f"backend {backend} was asked for but cannot run here: {status}")
     device = "cpu"
@@ -192,19 +158,18 @@ def create_engine(bundle: ModelBundle, *, backend: str = "auto", precision: str 
                 precision, choice.reason)
     engine: Engine
     if choice.backend == "onnxruntime":
-        from engines.backends.onnxruntime import OnnxRuntimeEngine
+        from engines.runtime.onnxruntime import OnnxRuntimeEngine
 
         engine = OnnxRuntimeEngine(bundle, threads=threads, use_cuda=choice.device == "cuda")
     elif choice.backend == "torch":
-        from engines.backends.torch import TorchEngine
+        from engines.pytorch.backend import TorchEngine
 
         engine = TorchEngine(bundle, device=choice.device, precision=precision, threads=threads)
     else:
-        from engines.backends.tensorrt import TensorRTEngine
+        from engines.gpu.tensorrt import TensorRTEngine
 
         engine = TensorRTEngine(bundle, precision=precision, max_batch=max_batch,
                                 engine_cache=engine_cache, frame_shape=frame_shape)
-    engine.selection_reason = choice.reason  # type: ignore[attr-defined]
     return engine
 
 
@@ -249,6 +214,4 @@ def create_engines(bundle: ModelBundle, *, workers: int = 0, backend: str = "aut
         for engine in engines:
             engine.close()
         raise
-    for engine in engines:  # "auto" resolved once; report why it was picked
-        engine.selection_reason = choice.reason  # type: ignore[attr-defined]
     return engines

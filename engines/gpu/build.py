@@ -5,7 +5,7 @@
     artifactd engines list [--cache DIR]
 
 A plan is built from the exported ONNX model with the device-side preprocessing in front of it
-(engines/backends/preprocess.py), one optimisation profile (batch min/opt/max at one frame
+(engines/runtime/preprocess.py), one optimisation profile (batch min/opt/max at one frame
 shape), and a timing cache persisted beside the plans so rebuilds are quicker.
 
 Precision and the TensorRT version:
@@ -38,14 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.backends.preprocess import (
-    RAW_INPUT,
-    as_uint16_frames,
-    nodes_before_first_conv,
-    raw_bytes,
-    wrap_raw_uint16,
-)
-from engines.enginecache import (
+from engines.gpu.available import tensorrt_status
+from engines.gpu.enginecache import (
     PRECISIONS,
     BuildTarget,
     EngineCache,
@@ -56,7 +50,14 @@ from engines.enginecache import (
     parse_frame_size,
     write_atomic,
 )
-from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.gpu.preprocess import (
+    RAW_INPUT,
+    as_uint16_frames,
+    nodes_before_first_conv,
+    raw_bytes,
+    wrap_raw_uint16,
+)
+from engines.runtime.modelcard import ModelBundle, ModelError, load_model
 from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
@@ -407,9 +408,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.engines_command == "list":
         return _list(EngineCache(args.cache or default_cache_dir()))
-    from engines.backends.select import available_backends
-
-    status = available_backends()["tensorrt"]
+    status = tensorrt_status()
     if status != "ok":
         print(f"artifactd engines build: TensorRT engines cannot be built here: {status}",
               file=sys.stderr)

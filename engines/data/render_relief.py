@@ -21,7 +21,7 @@ as an already-blurred shadow, then a Kohler field (gentle falloff, sometimes a w
 band) and an EMCCD/CCD camera (Poisson photons or a gamma excess-noise approximation, a per-frame
 bias with slow row-to-row drift, a 12- or 16-bit ADC stored in uint16, or 8-bit with gamma 1/2.2).
 
-How it differs from the other renderers: engines/synth.py forms contrast from the Laplacian of
+How it differs from the other renderers: engines/data/synth.py forms contrast from the Laplacian of
 the optical path (transport of intensity: symmetric halos, bright rim outside, dark inside every
 edge) and a Gaussian camera; a wave-optics model propagates a complex field. Here contrast is the
 first, directional derivative of a physical height field (antisymmetric shading, no halo), plus
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from engines.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
 
 PIXEL_SIZE_RANGE_UM = (0.35, 1.2)
 MIN_FOOTPRINT_PX = 20

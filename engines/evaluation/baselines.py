@@ -12,7 +12,7 @@ Both start the way an image analyst would without a model:
    at least NOISE_FLOOR_SD robust standard deviations of the flattened frame. Without that
    floor Otsu always splits something, and every clean frame would be flagged, which no
    analyst would accept.
-4. Drop objects smaller than `min_area_px` and fill holes (`engines.postprocess.clean`, as for
+4. Drop objects smaller than `min_area_px` and fill holes (`engines.runtime.postprocess.clean`, as for
    the models).
 
 Their honest weaknesses are the classical ones: artifacts larger than the background scale are
@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_local, threshold_otsu
 
-from engines.postprocess import clean
+from engines.runtime.postprocess import clean
 
 NOISE_FLOOR_SD = 4.0  # threshold >= this many robust SDs of the flattened frame
 BACKGROUND_SCALE = 1.0 / 16.0  # background sigma as a fraction of the frame's longer side

@@ -17,7 +17,7 @@ and no wave optics::
 - camera: Poisson-Gaussian noise with a per-frame photon count (SNR from ~6 to ~140), and
   sometimes row banding, a mild vertical smear or JPEG-like 8x8 block quantisation.
 
-How it differs from engines/synth.py: synth renders cells as phase objects seen through
+How it differs from engines/data/synth.py: synth renders cells as phase objects seen through
 ``1 + k * laplacian(phase)``; here there is no optical path at all, cells are painted as
 intensity textures (membranes, nuclei, granules, stain), and the camera model, the shapes and
 the sizes are all drawn by separately written code. A model chosen on one can be checked
@@ -45,7 +45,7 @@ from scipy.signal import fftconvolve
 from scipy.special import j1
 from skimage.draw import polygon as fill_polygon
 
-from engines.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
 
 PIXEL_SIZE_RANGE_UM = (0.3, 1.3)
 MIN_FOOTPRINT_PX = 20

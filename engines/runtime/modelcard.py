@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).parents[1] / "weights" / "default"
 
 
 SEGMENT_MODES = ("flagged", "all")
@@ -55,9 +55,9 @@ class ModelCard:
         default_factory=lambda: {"detector": "detector.onnx", "segmenter": "segmenter.onnx"}
     )
     evaluation: dict[str, float] = field(default_factory=dict)
-    architecture: dict = field(default_factory=dict)  # engines.models.Architecture fields
+    architecture: dict = field(default_factory=dict)  # engines.pytorch.models.Architecture fields
     notes: list[str] = field(default_factory=list)  # how training chose what it chose
-    # The training frames' appearance statistics (engines.familiarity); empty: not known.
+    # The training frames' appearance statistics (engines.runtime.familiarity); empty: not known.
     familiarity: dict = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -21,7 +21,7 @@ import torch
 from scipy import ndimage as ndi
 from torch.nn import functional as F
 
-from engines.models import Detector
+from engines.pytorch.models import Detector
 
 
 @torch.no_grad()

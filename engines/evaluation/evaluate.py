@@ -2,8 +2,9 @@
 
 The model runs exactly as deployed: the engine the service uses, the detector on every frame,
 the segmenter on every frame or on the flagged ones (as the model card says, or --segment),
-then the service's post-processing and verdict (`engines.modelcard.frame_flagged`). Baselines (global Otsu
-and local adaptive threshold on the raw frame, seed 000) see the same frames. Results go to
+then the service's post-processing and verdict: the same `engines.runtime.analyse` the service
+calls. Baselines (global Otsu and local adaptive threshold on the raw frame, seed 000) see the
+same frames. Results go to
 eval.json, eval.md (the table for a model card) and ap_curve.png.
 """
 
@@ -20,19 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engines.baselines import adaptive_baseline, otsu_baseline
-from engines.dataset import Dataset, DatasetError, load_dataset
-from engines.familiarity import UNFAMILIAR, Familiarity
-from engines.modelcard import (
-    SEGMENT_MODES,
-    ModelBundle,
-    ModelError,
-    frame_flagged,
-    load_model,
-    segments_every_frame,
-)
-from engines.postprocess import PostprocessOptions, label, postprocess
-from engines.scoring import (
+from engines.data.dataset import Dataset, DatasetError, load_dataset
+from engines.evaluation.baselines import adaptive_baseline, otsu_baseline
+from engines.evaluation.scoring import (
     AP_THRESHOLDS,
     PixelCounts,
     ap_curve,
@@ -40,8 +31,18 @@ from engines.scoring import (
     match_objects,
     pixel_counts,
     pixel_scores,
+    pooled_object_f1,
     size_mae,
 )
+from engines.runtime.analyse import AnalysisOptions, analyse
+from engines.runtime.familiarity import UNFAMILIAR, Familiarity
+from engines.runtime.modelcard import (
+    SEGMENT_MODES,
+    ModelBundle,
+    ModelError,
+    load_model,
+)
+from engines.runtime.postprocess import label
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +63,22 @@ class MethodRun:
 
 def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
               segment: str | None = None) -> MethodRun:
-    from engines.backends.select import create_engine
+    from engines.select import create_engine
 
     engine = create_engine(bundle, backend=backend, threads=threads)
     card = bundle.card
-    segment_all = segments_every_frame(card, segment)
-    options = PostprocessOptions(threshold=card.segment_threshold, min_area_px=card.min_area_px)
+    options = AnalysisOptions.from_card(card, segment)
     run = MethodRun(f"artifactd ({card.mode})")
     familiarity = Familiarity.from_dict(card.familiarity)
     try:
         for sample in tqdm(dataset.samples, desc="model", unit="frame"):
             started = time.perf_counter()
-            batch = sample.image[None]
-            score = float(engine.detect(batch)[0])
-            found = np.zeros(sample.image.shape[-2:], dtype=np.uint16)
-            n_artifacts = 0
-            if segment_all or score >= card.detect_threshold:
-                measured = postprocess(engine.segment(batch)[0], sample.image[0], options)
-                found, n_artifacts = measured.labels, measured.n_artifacts
+            (found,) = analyse(engine, sample.image[None], options, familiarity=familiarity)
             run.seconds.append(time.perf_counter() - started)
-            run.flags.append(frame_flagged(score, n_artifacts, card.detect_threshold))
-            run.labels.append(found)
+            run.flags.append(found.flagged)
+            run.labels.append(found.labels)
             if familiarity is not None:
-                run.unfamiliarity.append(familiarity.score(sample.image))
+                run.unfamiliarity.append(found.unfamiliarity)
     finally:
         engine.close()
     return run
@@ -114,7 +108,7 @@ def score_run(run: MethodRun, dataset: Dataset) -> dict:
         truths = [dataset.samples[i].mask for i in masked]  # instance labels as drawn
         preds = [run.labels[i] for i in masked]
         matches = [match_objects(p, t, 0.5) for p, t in zip(preds, truths, strict=True)]
-        pooled = _pooled(matches)
+        pooled = pooled_object_f1(matches)
         result["object_f1_iou50"] = pooled
         errors = [size_mae(p, t, m) for p, t, m in zip(preds, truths, matches, strict=True) if m.pairs]
         weights = [len(m.pairs) for m in matches if m.pairs]
@@ -122,7 +116,7 @@ def score_run(run: MethodRun, dataset: Dataset) -> dict:
         result["ap_curve"] = {f"{k:.2f}": v for k, v in ap_curve(preds, truths, AP_THRESHOLDS).items()}
         result.update(small_artifacts(preds, truths, matches))
     result["seconds_per_frame"] = float(np.mean(run.seconds))
-    if run.unfamiliarity:  # how unlike the training frames these are (engines.familiarity)
+    if run.unfamiliarity:  # how unlike the training frames these are (engines.runtime.familiarity)
         result["unfamiliarity_median"] = float(np.median(run.unfamiliarity))
         result["unfamiliar_share"] = float(np.mean(np.array(run.unfamiliarity) > UNFAMILIAR))
     return result
@@ -147,13 +141,6 @@ def small_artifacts(preds: list[np.ndarray], truths: list[np.ndarray], matches) 
         "small_artifact_found": found / total if total else math.nan,
         "small_artifact_recall": matched / total if total else math.nan,
     }
-
-
-def _pooled(matches) -> float:
-    tp = sum(m.tp for m in matches)
-    fp = sum(m.fp for m in matches)
-    fn = sum(m.fn for m in matches)
-    return 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
 
 
 def markdown_table(results: list[dict]) -> str:

@@ -34,14 +34,22 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from engines import __version__
-from engines.augment import augment
-from engines.dataset import Dataset, DatasetError, load_dataset, split
-from engines.familiarity import Familiarity, appearance
+from engines.data.dataset import Dataset, DatasetError, load_dataset, split
+from engines.evaluation.scoring import pooled_iou
 from engines.files import replace_atomically
-from engines.modelcard import SEGMENT_MODES, frame_flagged
-from engines.models import Architecture, Detector, UNet, pad_multiple
-from engines.postprocess import PostprocessOptions, postprocess
-from engines.scorecam import PseudoMaskRule, candidate_rules, image_evidence, pseudo_mask, scorecam
+from engines.pytorch.models import Architecture, Detector, UNet, pad_multiple
+from engines.runtime.analyse import AnalysisOptions, measure
+from engines.runtime.familiarity import Familiarity, appearance
+from engines.runtime.modelcard import SEGMENT_MODES, frame_flagged
+from engines.runtime.postprocess import PostprocessOptions
+from engines.training.augment import augment
+from engines.training.scorecam import (
+    PseudoMaskRule,
+    candidate_rules,
+    image_evidence,
+    pseudo_mask,
+    scorecam,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ class TrainOptions:
     max_false_flag_rate: float = 0.03
     # Frames the segmenter runs on in service: "all", "flagged", or "auto" (the one whose
     # verdict has the better image F1 on validation); validation chooses the detector
-    # threshold for it (engines.modelcard.frame_flagged).
+    # threshold for it (engines.runtime.modelcard.frame_flagged).
     segment: str = "auto"
     name: str = "artifactd"
     init: Path | None = None  # start both networks from this model folder (fine-tuning)
@@ -98,7 +106,7 @@ class TrainedModels:
     segment: str  # frames the segmenter runs on: "all" | "flagged"
     validation: dict[str, float]
     notes: list[str]
-    familiarity: dict = field(default_factory=dict)  # engines.familiarity statistics
+    familiarity: dict = field(default_factory=dict)  # engines.runtime.familiarity statistics
     min_area_px: int = 40  # chosen on validation with the thresholds
 
 
@@ -267,8 +275,8 @@ def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
     """Fresh networks, or those of an existing model folder (--init) to continue from."""
     if options.init is None:
         return fresh_models(options.arch, options.seed)
-    from engines.export import load_torch_models
-    from engines.modelcard import load_model
+    from engines.pytorch.weights import load_torch_models
+    from engines.runtime.modelcard import load_model
 
     bundle = load_model(options.init)
     if Architecture.from_dict(bundle.card.architecture) != options.arch:
@@ -402,12 +410,6 @@ def _first_run(hits: list[bool]) -> list[int]:
     return list(range(start, end + 1))
 
 
-def pooled_iou(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
-    inter = sum(int(np.sum(p & t)) for p, t in zip(preds, truths, strict=True))
-    union = sum(int(np.sum(p | t)) for p, t in zip(preds, truths, strict=True))
-    return inter / union if union else 1.0
-
-
 class CamCache:
     """ScoreCAM maps on disk, one file per (detector weights, frame, top-k); no folder, no cache.
 
@@ -518,10 +520,13 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
         by_t = {t: pooled_iou([probs[k] >= t for k in masked], truths) for t in SEGMENT_THRESHOLDS}
         segment_t = max(by_t, key=by_t.get)
         results["val_pixel_iou"] = round(by_t[segment_t], 4)
-    found = {area: np.array([postprocess(p, None, PostprocessOptions(threshold=segment_t,
-                                                                     min_area_px=area)).n_artifacts
-                             for p in probs])
-             for area in min_area_candidates(options.min_area_px)}
+    # Artifact counts per minimum area, as the service would find them (every frame segmented).
+    found = {}
+    for area in min_area_candidates(options.min_area_px):
+        service = AnalysisOptions(1.0, True, PostprocessOptions(threshold=segment_t,
+                                                                min_area_px=area))
+        found[area] = np.array([measure(s, p, image, service).n_artifacts
+                                for s, p, image in zip(scores, probs, images, strict=True)])
     verdict = choose_verdict(scores, dataset.labels[val_idx], found, options.segment,
                              options.max_false_flag_rate)
     results["val_image_f1"] = round(verdict.f1, 4)
@@ -697,7 +702,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engines.export import write_model_folder  # imports onnx only when training runs
+    from engines.training.export import write_model_folder  # imports onnx only when training runs
 
     out: Path = args.out
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -749,7 +754,7 @@ def validation_set(args: argparse.Namespace) -> Dataset | None:
 
 def check_model_folder(flag: str, folder: str | Path | None) -> None:
     """A mistyped --init or --detector-from is named before any data is read."""
-    from engines.modelcard import ModelError, load_model
+    from engines.runtime.modelcard import ModelError, load_model
 
     if folder is None:
         return

@@ -20,11 +20,11 @@ import onnx
 import torch
 from torch import nn
 
-from engines.modelcard import ModelCard
-from engines.models import Architecture, Detector, UNet, pad_multiple
+from engines.pytorch.models import Architecture, pad_multiple
+from engines.runtime.modelcard import ModelCard
 
 if TYPE_CHECKING:
-    from engines.train import TrainedModels, TrainOptions
+    from engines.training.train import TrainedModels, TrainOptions
 
 logger = logging.getLogger(__name__)
 # The exporter's graph passes log every rewrite at INFO; users need none of it.
@@ -123,12 +123,3 @@ def write_model_folder(out: Path, trained: TrainedModels, options: TrainOptions,
         raise
     logger.info("wrote %s", out)
     return card
-
-
-def load_torch_models(folder: Path, card: ModelCard) -> tuple[Detector, UNet]:
-    """The torch modules of a model folder (for the torch backend and for parity tests)."""
-    arch = Architecture.from_dict(card.architecture)
-    detector, segmenter = Detector(arch), UNet(arch)
-    detector.load_state_dict(torch.load(folder / card.files["detector_torch"], weights_only=True))
-    segmenter.load_state_dict(torch.load(folder / card.files["segmenter_torch"], weights_only=True))
-    return detector.eval(), segmenter.eval()

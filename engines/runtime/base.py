@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engines.modelcard import ModelBundle
+from engines.runtime.modelcard import ModelBundle
 
 
 @dataclass(frozen=True, slots=True)

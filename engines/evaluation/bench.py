@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.enginecache import parse_frame_size
-from engines.modelcard import ModelBundle, ModelError, load_model
+from engines.gpu.enginecache import parse_frame_size
+from engines.runtime.modelcard import ModelBundle, ModelError, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -197,13 +197,13 @@ def measure_offered(engine: Any, frames: np.ndarray, batch: int, options: BenchO
 
 def _open(bundle: ModelBundle, backend: str, precision: str, max_batch: int,
           size: tuple[int, int], options: BenchOptions) -> Any:
-    from engines.backends.select import create_engine
+    from engines.select import create_engine
 
     if backend == "torch-eager":
         if precision != "fp32":
             raise ValueError("torch-eager is the fp32 baseline; it runs fp32 only")
-        from engines.backends.select import choose_backend
-        from engines.backends.torch import TorchEngine
+        from engines.pytorch.backend import TorchEngine
+        from engines.select import choose_backend
 
         choice = choose_backend("torch", precision)
         return TorchEngine(bundle, device=choice.device, precision=precision,

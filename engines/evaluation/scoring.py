@@ -10,7 +10,7 @@ A ratio whose denominator is 0 is 1.0 when both sides are empty (nothing to find
 found) and 0.0 otherwise.
 
 Label images hold integers, 0 = background; a bool mask given where labels are expected is
-labelled first with 8-connectivity, as `engines.postprocess.label` does for the service.
+labelled first with 8-connectivity, as `engines.runtime.postprocess.label` does for the service.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from engines.postprocess import label
+from engines.runtime.postprocess import label
 
 AP_THRESHOLDS = np.arange(0.5, 1.0, 0.05)  # 0.50, 0.55, ..., 0.95 (COCO, stardist)
 
@@ -117,6 +117,24 @@ def object_f1(m: ObjectMatch) -> float:
     0.5
     """
     return _ratio(2 * m.tp, 2 * m.tp + m.fp + m.fn, m.tp + m.fp + m.fn == 0)
+
+
+def pooled_object_f1(matches: Sequence[ObjectMatch]) -> float:
+    """object_f1 of the matches of many frames taken together."""
+    tp, fp, fn = (sum(getattr(m, k) for m in matches) for k in ("tp", "fp", "fn"))
+    return object_f1(ObjectMatch(tp, fp, fn, (), matches[0].iou_threshold if matches else 0.5))
+
+
+def pooled_iou(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
+    """Pixel IoU of many frames taken together (one union over all of them).
+
+    >>> pooled_iou([np.array([1, 1, 0])], [np.array([0, 1, 1])])
+    0.3333333333333333
+    """
+    total = PixelCounts(0, 0, 0, 0)
+    for pred, truth in zip(preds, truths, strict=True):
+        total = total + pixel_counts(pred, truth)
+    return pixel_scores(total)["iou"]
 
 
 def ap_curve(

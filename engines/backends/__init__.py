@@ -1,1 +1,0 @@
-"""Inference backends behind one small interface (see base.Engine)."""

@@ -1,0 +1,5 @@
+"""How good and how fast a model is: metrics, classical baselines, `artifactd eval` and
+`artifactd bench`. It runs the model exactly as the service does (engines.runtime.analyse).
+
+May import engines.select, engines.data, engines.pytorch, engines.gpu and engines.runtime.
+"""
