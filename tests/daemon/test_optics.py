@@ -113,6 +113,24 @@ def test_overlap_is_iou_so_a_speck_inside_a_large_artifact_does_not_continue_it(
     assert marks(tracker, [result("A03", 1, big)]) == [[True]]  # the big one itself, seen again
 
 
+def test_part_of_a_known_place_is_recognised_but_dirt_merged_with_it_is_not():
+    tracker = OpticsTracker(OpticsConfig(fields=3, wells=1))
+    y, x, r = SMUDGE
+    smudge = disc(y, x, r)
+    for well in ("A01", "A02", "A03"):
+        marks(tracker, [result(well, 1, smudge)])
+    half = smudge & (np.arange(SIZE)[None, :] < x)  # cells covered the rest (IoU ~0.5)
+    assert marks(tracker, [result("A04", 1, half)]) == [[True]]
+    left, right = half, smudge & ~half
+    gap = np.zeros_like(smudge)
+    gap[:, x] = True
+    assert marks(tracker, [result("A05", 1, left & ~gap, right & ~gap)]) == [[True, True]]
+    # The smudge and larger sample dirt touching it, outlined as one: mostly not on the optics.
+    merged = smudge | disc(y, x + 2.2 * r, 1.4 * r)
+    assert marks(tracker, [result("A06", 1, merged)]) == [[False]]
+    assert marks(tracker, [result("A07", 1, smudge)]) == [[True]]  # the place is still there
+
+
 def test_one_well_only_is_not_enough_when_wells_are_asked_for():
     tracker = OpticsTracker(OpticsConfig(fields=3, wells=2))
     # The stage did not move between fields of one well: the same artifact, always in A01.
