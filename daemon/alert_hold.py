@@ -52,7 +52,8 @@ class HeldAlerts:
         with self._lock:
             return len(self._waiting)
 
-    def observe(self, results: Sequence[FrameResult], _latencies: Sequence[float] = ()) -> list[Alert]:
+    def observe(self, results: Sequence[FrameResult],
+                _latencies: Sequence[float] = ()) -> list[Alert]:
         """The results just stored: optics alerts now, fields once decided."""
         with self._lock:
             sightings, events = self._tracker.take(results)

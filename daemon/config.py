@@ -210,7 +210,8 @@ class OpticsConfig:
             raise ConfigError(f"optics.wells: expected a whole number from 1 to optics.fields "
                               f"({self.fields}), got {self.wells!r}")
         if not 0.0 < self.overlap <= 1.0:
-            raise ConfigError(f"optics.overlap: expected a fraction in (0, 1], got {self.overlap!r}")
+            raise ConfigError(
+                f"optics.overlap: expected a fraction in (0, 1], got {self.overlap!r}")
         _positive("optics.missed_fields", self.missed_fields, allow_zero=True)
 
 

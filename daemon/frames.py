@@ -15,8 +15,8 @@ from engines.postprocess import ARTIFACT_COLUMNS  # the measurements, defined wh
 # in other wells, so on the optics rather than in the sample (daemon.optics marks it).
 STATIONARY = "stationary"
 
-__all__ = ["ARTIFACT_COLUMNS", "STATIONARY", "Frame", "FrameFailure", "FrameKey", "FrameMeta", "FrameResult", "ReadyFile",
-           "pixel_digest"]
+__all__ = ["ARTIFACT_COLUMNS", "STATIONARY", "Frame", "FrameFailure", "FrameKey", "FrameMeta",
+           "FrameResult", "ReadyFile", "pixel_digest"]
 
 
 @dataclass(frozen=True, slots=True)

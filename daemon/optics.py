@@ -1,4 +1,4 @@
-"""Dirt on the optics: an artifact at the same place in the field, field after field, well after well.
+"""Dirt on the optics: an artifact at the same place in the field, field after field, well by well.
 
 Dust or a smear on the camera window, the objective or a lens of the light path is imaged at the
 same pixels of every field, whatever the sample under it. Dirt in the sample moves with the
@@ -138,7 +138,8 @@ class Sighting:
     places: tuple[tuple[_Track | None, int], ...] = ()  # (its place or None, area px) per artifact
 
     @classmethod
-    def of(cls, result: FrameResult, places: tuple[tuple[_Track | None, int], ...] = ()) -> Sighting:
+    def of(cls, result: FrameResult,
+           places: tuple[tuple[_Track | None, int], ...] = ()) -> Sighting:
         meta = result.frame.meta
         height, width = result.frame.pixels.shape[-2:]
         return cls(meta.plate, meta.well, meta.field, result.frame.identity, bool(result.flagged),
@@ -228,9 +229,10 @@ class OpticsTracker:
                 stationary[artifact.row] = True
                 if track.announced != meta.plate:
                     track.announced = meta.plate
-                    self._events.append(OpticsEvent("found", meta.plate, track.place(), meta.source))
+                    self._events.append(
+                        OpticsEvent("found", meta.plate, track.place(), meta.source))
             places.append((track, artifact.area))
-        self._miss(plate, continued, places, meta.plate, meta.source)
+        self._miss(plate, continued, places, meta.source)
         if rows:
             result = replace(result, artifacts={**result.artifacts, STATIONARY: stationary})
         return result, Sighting.of(result, tuple(places))
@@ -325,7 +327,7 @@ class OpticsTracker:
                         "wells: on the optics", result.frame.meta.source, track.place().describe(),
                         track.seen, len(track.wells))
 
-    def _miss(self, plate: _Plate, continued: set[int], places: list, name: str, source: str) -> None:
+    def _miss(self, plate: _Plate, continued: set[int], places: list, source: str) -> None:
         """Places not seen in this field count a miss; too many in a row and they are forgotten."""
         new = {track.id for track, _ in places if track is not None}
         kept = []

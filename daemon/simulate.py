@@ -84,8 +84,8 @@ class SimulateOptions:
         if self.smudge is not None:
             y, x, radius = self.smudge
             if not (0 <= y <= 1 and 0 <= x <= 1 and 0 < radius <= 0.5):
-                raise ValueError(f"--smudge: expected Y,X,RADIUS as fractions of the field (Y and X "
-                                 f"in [0, 1], RADIUS in (0, 0.5]), got {y:g},{x:g},{radius:g}")
+                raise ValueError(f"--smudge: expected Y,X,RADIUS as fractions of the field (Y and "
+                                 f"X in [0, 1], RADIUS in (0, 0.5]), got {y:g},{x:g},{radius:g}")
         unknown = sorted(set(self.contaminated_wells) - set(plate_wells(self.plate)))
         if unknown:
             raise ValueError(f"--contaminated-wells: {', '.join(unknown)} not on a "

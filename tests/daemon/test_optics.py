@@ -86,7 +86,8 @@ def test_dirt_in_the_sample_moves_and_is_never_marked():
     tracker = OpticsTracker(OpticsConfig(fields=3, wells=1))
     seen = []
     for w, f in plate_fields(40):
-        blobs = [disc(rng.uniform(10, 86), rng.uniform(10, 86), rng.uniform(3, 8)) for _ in range(3)]
+        blobs = [disc(rng.uniform(10, 86), rng.uniform(10, 86), rng.uniform(3, 8))
+                 for _ in range(3)]
         seen += [m for row in marks(tracker, [result(w, f, *blobs)]) for m in row]
     assert seen and not any(seen)
 
@@ -270,8 +271,8 @@ def test_the_first_sightings_wait_for_the_decision_then_count_as_optics():
 
 
 def test_waiting_fields_are_judged_after_an_idle_spell_and_at_shutdown():
-    hold, tracker, sent = held(OpticsConfig(fields=5, wells=2), plate_window=3,
-                               plate_flagged_fraction=0.5, well_flagged_fields=1000)
+    hold, tracker, _ = held(OpticsConfig(fields=5, wells=2), plate_window=3,
+                            plate_flagged_fraction=0.5, well_flagged_fields=1000)
     run(hold, tracker, [result("A01", f, disc(*SMUDGE)) for f in range(1, 4)])
     assert hold.tick() == [] and hold.waiting == 3
     hold._clock.now += 61  # the instrument paused: judged as they stand (sample dirt)
@@ -296,7 +297,8 @@ def test_a_plate_without_a_smudge_fires_no_optics_and_its_sample_alerts_as_befor
     results = []
     for w, f in plate_fields(40):
         dirty = w in ("A03", "A04")
-        blobs = [disc(rng.uniform(10, 86), rng.uniform(10, 86), 5) for _ in range(2 if dirty else 0)]
+        blobs = [disc(rng.uniform(10, 86), rng.uniform(10, 86), 5)
+                 for _ in range(2 if dirty else 0)]
         results.append(result(w, f, *blobs))
     run(hold, tracker, results)
     hold.flush()

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.alerts import OPTICS
-from daemon.client import ArtifactClient
 from daemon.cli import main as cli_main
+from daemon.client import ArtifactClient
 from daemon.simulate import DEFAULT_SMUDGE, SimulateOptions, simulate_plate
 from daemon.store import ResultsStore
 from tests.daemon.service_helpers import (
