@@ -101,7 +101,8 @@ def main() -> None:
     for n in (int(v) for v in args.artifacts.split(",")):
         r = run(args.frames, args.size, n, memory=False)
         first, last = r["first"], r["last"]
-        kib = {k: v / 1024 for k, v in run(args.frames, args.size, n, memory=True)["memory"].items()}
+        held = run(args.frames, args.size, n, memory=True)["memory"]
+        kib = {k: v / 1024 for k, v in held.items()}
         print(f"| {n} | {first.mean():.0f}, {np.percentile(first, 99):.0f} "
               f"| {last.mean():.0f}, {np.percentile(last, 99):.0f} "
               f"| {kib[1000]:.0f} KiB | {kib[args.frames]:.0f} KiB |")

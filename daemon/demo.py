@@ -176,7 +176,7 @@ def heat_map(wells: dict[str, dict[str, float]], path: Path) -> None:
         if entry["flagged"]:
             axes.text(int(well[1:]) - 1, ROWS.index(well[0]), str(int(entry["flagged"])),
                       ha="center", va="center", color="cyan", fontsize=9, weight="bold")
-    axes.set_title("artifact area per well (% of field; not the optics); number = flagged fields")
+    axes.set_title("artifact area per well (% of field, not the optics); number = flagged fields")
     figure.colorbar(image, ax=axes, label="mean artifact area (%)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
