@@ -306,3 +306,19 @@ def test_a_plate_without_a_smudge_fires_no_optics_and_its_sample_alerts_as_befor
     assert {(a.rule, a.well) for a in sent if a.state == "firing"} >= {
         (WELL_FIELDS, "A03"), (WELL_FIELDS, "A04")}
     assert AREA_SURGE not in {a.rule for a in sent}
+
+
+def test_optics_alert_resolves_when_the_place_is_gone_and_when_the_plate_ends():
+    hold, tracker, sent = held(OpticsConfig(fields=3, wells=2, missed_fields=1), plate_window=8)
+    fields = plate_fields(30, fields_per_well=2)
+    run(hold, tracker, [result(w, f, disc(*SMUDGE)) for w, f in fields[:6]])
+    run(hold, tracker, [result(w, f) for w, f in fields[6:8]])  # cleaned: gone after 2 fields
+    assert [(a.rule, a.state) for a in sent] == [(OPTICS, "firing"), (OPTICS, "resolved")]
+    assert "light path clean" in sent[1].message and sent[1].place == sent[0].place
+    # Dirty again; then the next plate: P1 ends after plate_window fields of P2.
+    run(hold, tracker, [result(w, f, disc(*SMUDGE)) for w, f in fields[8:14]])
+    run(hold, tracker, [result(w, f, plate="P2") for w, f in fields[:10]])
+    hold.flush()
+    states = [(a.plate, a.rule, a.state) for a in sent[2:]]
+    assert states == [("P1", OPTICS, "firing"), ("P1", OPTICS, "resolved")]
+    assert "plate ended" in sent[-1].message and sent[-1].place in sent[-1].message
