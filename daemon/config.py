@@ -192,6 +192,30 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpticsConfig:
+    """Dirt on the optics (daemon.optics): an artifact at the same place in the field, field
+    after field, in different wells, lies on the camera, objective or light path."""
+
+    enabled: bool = True
+    fields: int = 5  # fields an artifact must be seen at the same place in
+    wells: int = 2  # ... spread over at least this many wells
+    overlap: float = 0.5  # intersection over union of its masks, field to field
+    missed_fields: int = 2  # fields in a row without it before a place is forgotten
+
+    def check(self) -> None:
+        if self.fields < 2:
+            raise ConfigError(f"optics.fields: expected a whole number >= 2 (one sighting is "
+                              f"no evidence), got {self.fields!r}")
+        if not 1 <= self.wells <= self.fields:
+            raise ConfigError(f"optics.wells: expected a whole number from 1 to optics.fields "
+                              f"({self.fields}), got {self.wells!r}")
+        if not 0.0 < self.overlap <= 1.0:
+            raise ConfigError(
+                f"optics.overlap: expected a fraction in (0, 1], got {self.overlap!r}")
+        _positive("optics.missed_fields", self.missed_fields, allow_zero=True)
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     drain_timeout_s: float = 60.0  # SIGTERM: finish queued frames within this, then exit
     # Frames waiting and none made durable for this long: the systemd watchdog pings stop, so
@@ -217,6 +241,7 @@ class Config:
     zmq: ZmqConfig = field(default_factory=ZmqConfig)
     verdicts: VerdictsConfig = field(default_factory=VerdictsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    optics: OpticsConfig = field(default_factory=OpticsConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
 
     def with_section(self, name: str, **changes: Any) -> Config:

@@ -1,9 +1,12 @@
 """`make demo`: the real service on a simulated plate, with the shipped default model.
 
 1. starts `artifactd run` (a subprocess, exactly as systemd would) on demo-output/frames;
-2. a simulated instrument acquires a 96-well plate into that folder, two wells dirty;
+2. a simulated instrument acquires a 96-well plate into that folder, two wells dirty, and a
+   smudge on its optics at the same place of every field;
 3. once every field is durable, the service is stopped (SIGTERM: it drains and exits 0);
-4. prints a per-well summary and writes a plate heat-map PNG.
+4. prints the alerts it raised (the smudge: "optics", clean the light path; the dirty wells:
+   contamination), a per-well summary without the artifacts on the optics, and writes a plate
+   heat-map PNG.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.simulate import SimulateOptions, plate_wells, simulate_plate
+from daemon.simulate import DEFAULT_SMUDGE, SimulateOptions, plate_wells, simulate_plate
 from daemon.store import ResultsStore
 
 logger = logging.getLogger("artifactd.demo")
@@ -57,10 +60,51 @@ def wait_until_stored(store: Path, expected: int, service: subprocess.Popen, tim
     return stored
 
 
-def well_summary(store: Path) -> dict[str, dict[str, float]]:
+def on_optics(artifacts: dict[str, np.ndarray]) -> np.ndarray:
+    """Artifacts on the optics: those the service marked stationary, and the earlier ones at the
+    same places (bounding boxes with IoU >= 0.5): the first sightings, stored before the service
+    had seen the place often enough to say so (its alerts waited for that decision)."""
+    marked = artifacts["stationary"].astype(bool)
+    boxes = np.stack([artifacts[k].astype(np.int64) for k in
+                      ("bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")], axis=1)
+    places = np.unique(boxes[marked], axis=0) if marked.any() else np.zeros((0, 4), np.int64)
+    found = marked.copy()
+    for row in np.flatnonzero(~marked):
+        found[row] = any(_box_iou(boxes[row], place) >= 0.5 for place in places)
+    return found
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def read_tables(store: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     reader = ResultsStore(store, read_only=True)
-    table = reader.frame_table()
-    reader.close()
+    try:
+        return reader.frame_table(), reader.artifact_table()
+    finally:
+        reader.close()
+
+
+def sample_frames(store: Path) -> dict[str, np.ndarray]:
+    """The frame table as the sample shows it: artifacts on the optics left out of each frame's
+    flag, artifact count and area."""
+    frames, artifacts = read_tables(store)
+    optics = on_optics(artifacts)
+    rows = artifacts["frame_row"].astype(np.int64)
+    n_optics = np.bincount(rows[optics], minlength=len(frames["source"]))
+    area_optics = np.bincount(rows[optics], weights=artifacts["area_px"][optics],
+                              minlength=len(frames["source"]))
+    pixels = frames["height"].astype(np.float64) * frames["width"]
+    n_artifacts = frames["n_artifacts"] - n_optics
+    flagged = frames["flagged"] & ((frames["n_artifacts"] == 0) | (n_artifacts > 0))
+    return {**frames, "flagged": flagged, "n_artifacts": n_artifacts, "optics": n_optics,
+            "area_fraction": np.maximum(0.0, frames["area_fraction"] - area_optics / pixels)}
+
+
+def well_summary(table: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     wells: dict[str, dict[str, float]] = {}
     for well, flagged, fraction, count in zip(table["well"], table["flagged"], table["area_fraction"],
                                               table["n_artifacts"], strict=True):
@@ -74,13 +118,10 @@ def well_summary(store: Path) -> dict[str, dict[str, float]]:
     return wells
 
 
-def agreement(store: Path, truth_csv: Path) -> str:
-    """How the flags compare with what the simulator actually drew."""
+def agreement(table: dict[str, np.ndarray], truth_csv: Path) -> str:
+    """How the flags (without the optics) compare with what the simulator drew in the sample."""
     import csv
 
-    reader = ResultsStore(store, read_only=True)
-    table = reader.frame_table()
-    reader.close()
     flagged = {str(s) for s, f in zip(table["source"], table["flagged"], strict=True) if f}
     with truth_csv.open(newline="") as handle:
         dirty = {row["source"] for row in csv.DictReader(handle) if row["label"] == "artifact"}
@@ -88,8 +129,21 @@ def agreement(store: Path, truth_csv: Path) -> str:
             f"flagged, {len(dirty - flagged)} missed; {len(flagged - dirty)} clean fields flagged")
 
 
+def alerts_raised(log: Path) -> list[str]:
+    """The service's alert lines (fired and resolved), in order."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [line.split(" daemon.alerts: ", 1)[1] for line in lines if " daemon.alerts: " in line]
+
+
+def print_optics(table: dict[str, np.ndarray]) -> None:
+    seen = int((table["optics"] > 0).sum())
+    print(f"\ndirt on the optics: an artifact at the same place in {seen} of "
+          f"{len(table['source'])} fields; left out of the plate map, the heat-map and the "
+          "contamination alerts")
+
+
 def print_plate(wells: dict[str, dict[str, float]]) -> None:
-    print("\nflagged fields per well (. = none flagged):")
+    print("\nflagged fields per well, artifacts on the optics left out (. = none flagged):")
     print("     " + " ".join(f"{c:>3d}" for c in range(1, 13)))
     for row in ROWS:
         cells = []
@@ -126,7 +180,7 @@ def heat_map(wells: dict[str, dict[str, float]], path: Path) -> None:
         if entry["flagged"]:
             axes.text(int(well[1:]) - 1, ROWS.index(well[0]), str(int(entry["flagged"])),
                       ha="center", va="center", color="cyan", fontsize=9, weight="bold")
-    axes.set_title("artifact area per well (% of field); number = flagged fields")
+    axes.set_title("artifact area per well (% of field, not the optics); number = flagged fields")
     figure.colorbar(image, ax=axes, label="mean artifact area (%)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -151,12 +205,12 @@ def main() -> int:
     expected = len(plate_wells(96)) * args.fields
     print(f"service started (pid {service.pid}); metrics at http://127.0.0.1:{args.port}/metrics")
     print(f"acquiring a 96-well plate, {args.fields} fields per well, {args.size}x{args.size} uint16; "
-          f"dirty wells: {', '.join(CONTAMINATED)}")
+          f"dirty wells: {', '.join(CONTAMINATED)}; a smudge on the optics in every field")
     started = time.monotonic()
     simulate_plate(args.out / "frames", SimulateOptions(
         rate=0, plate=96, fields=args.fields, size=args.size, seed=2026,
         contaminated_wells=CONTAMINATED, artifact_probability=0.03, plate_name="DemoPlate",
-        truth=args.out / "truth.csv",
+        truth=args.out / "truth.csv", smudge=DEFAULT_SMUDGE,
     ))
     stored = wait_until_stored(args.out / "results.zarr", expected, service, timeout=600)
     elapsed = time.monotonic() - started
@@ -172,9 +226,14 @@ def main() -> int:
         print(f"demo failed: {stored}/{expected} frames stored, service exit {code}; "
               f"see {args.out / 'service.log'}")
         return 1
-    wells = well_summary(args.out / "results.zarr")
+    print("\nalerts raised:")
+    for line in alerts_raised(args.out / "service.log"):
+        print(f"  {line}")
+    table = sample_frames(args.out / "results.zarr")
+    print_optics(table)
+    wells = well_summary(table)
     print_plate(wells)
-    print("\n" + agreement(args.out / "results.zarr", args.out / "truth.csv"))
+    print("\n" + agreement(table, args.out / "truth.csv"))
     heat_map(wells, args.out / "plate.png")
     print(f"\n{expected} fields in {elapsed:.0f} s ({expected / elapsed:.1f} frames/s, acquisition "
           "and analysis sharing this machine)")

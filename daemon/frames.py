@@ -13,8 +13,12 @@ from engines.runtime.postprocess import (
     ARTIFACT_COLUMNS,  # the measurements, defined where they are made
 )
 
-__all__ = ["ARTIFACT_COLUMNS", "Frame", "FrameFailure", "FrameKey", "FrameMeta", "FrameResult", "ReadyFile",
-           "pixel_digest"]
+# Beside the measurements: True for an artifact found at the same place in the fields before it,
+# in other wells, so on the optics rather than in the sample (daemon.optics marks it).
+STATIONARY = "stationary"
+
+__all__ = ["ARTIFACT_COLUMNS", "STATIONARY", "Frame", "FrameFailure", "FrameKey", "FrameMeta",
+           "FrameResult", "ReadyFile", "pixel_digest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,8 @@ class FrameResult:
     score: float  # detector probability that the frame holds an artifact
     flagged: bool
     labels: np.ndarray  # (H, W) uint16/uint32, 0 = background
-    artifacts: dict[str, np.ndarray] = field(default_factory=dict)  # ARTIFACT_COLUMNS -> 1-D
+    # ARTIFACT_COLUMNS (and STATIONARY, once daemon.optics has looked) -> 1-D, one row per artifact
+    artifacts: dict[str, np.ndarray] = field(default_factory=dict)
     area_fraction: float = 0.0
     n_artifacts: int = 0
     processed_at: str = ""  # ISO 8601 UTC

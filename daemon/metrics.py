@@ -109,6 +109,20 @@ class Metrics:
             ["reason"], registry=r,
         )
 
+        self.plate_fields = Counter(
+            "artifactd_plate_fields",
+            "Fields of each plate in progress judged by the contamination rules, by outcome: "
+            "flagged (artifacts in the sample; artifacts on the optics do not count) or clean. "
+            "A plate's series go when it ends.",
+            ["plate", "outcome"], registry=r,
+        )
+        self.stationary = Counter(
+            "artifactd_artifacts_stationary",
+            "Artifacts found at the same place in the field as in the fields before them, in "
+            "other wells: on the optics, not in the sample (marked stationary in the store).",
+            registry=r,
+        )
+
     def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
         """Start the /metrics HTTP listener; returns the server and its thread, to shut down."""
         if host in ("0.0.0.0", "::", ""):

@@ -30,7 +30,7 @@ import numpy as np
 
 from daemon.config import PipelineConfig
 from daemon.decode import DecodeOptions, FrameError, read_frame
-from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
+from daemon.frames import STATIONARY, Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from daemon.retries import Retries
 from engines.runtime.analyse import AnalysisOptions, infer, measure
@@ -81,6 +81,9 @@ class PipelineParts:
     segment_all: bool = False
     sinks: tuple[Sink, ...] = ()
     familiarity: Familiarity | None = None  # the model's training frames' appearance
+    # Marks artifacts on the optics (daemon.optics.OpticsTracker.mark) before rows are written,
+    # so the stored artifact table says which; called on the writer thread, in arrival order.
+    mark_stationary: Callable[[Sequence[FrameResult]], list[FrameResult]] | None = None
 
     @property
     def analysis(self) -> AnalysisOptions:
@@ -406,7 +409,7 @@ class Pipeline:
             self._done(len(items))
 
     def _write(self, items: list) -> None:
-        results = [i for i in items if isinstance(i, FrameResult)]
+        results = self._mark_stationary([i for i in items if isinstance(i, FrameResult)])
         failures = [i for i in items if isinstance(i, FrameFailure)]
         durable = self._durably(results, failures)
         if durable is None:
@@ -421,6 +424,17 @@ class Pipeline:
             except Exception:
                 logger.exception("a results sink failed; results are durable regardless")
         self._done(len(items))
+
+    def _mark_stationary(self, results: list[FrameResult]) -> list[FrameResult]:
+        mark = self.parts.mark_stationary
+        if mark is None or not results:
+            return results
+        try:
+            return mark(results)
+        except Exception:  # the results matter more than the marking
+            logger.exception("marking artifacts on the optics failed; %d result(s) stored "
+                             "unmarked", len(results))
+            return results
 
     def _durably(self, results: list[FrameResult],
                  failures: list[FrameFailure]) -> tuple[list[FrameResult], list[FrameFailure]] | None:
@@ -536,6 +550,9 @@ class Pipeline:
                 self.tally.clean += 1
             metrics.latency.observe(latency)
             metrics.area_fraction.observe(result.area_fraction)
+            stationary = result.artifacts.get(STATIONARY)
+            if stationary is not None:
+                metrics.stationary.inc(int(np.count_nonzero(stationary)))
             if not math.isnan(result.unfamiliarity):
                 metrics.unfamiliarity.observe(result.unfamiliarity)
         for failure in failures:

@@ -26,6 +26,7 @@ from daemon.decode import DecodeOptions
 from daemon.metadata import check_regex
 from daemon.metrics import Metrics
 from daemon.notify import SystemdNotifier
+from daemon.optics import OpticsTracker
 from daemon.pipeline import Pipeline, PipelineParts
 from daemon.unfamiliar import UnfamiliarPlates
 from engines.runtime.familiarity import Familiarity
@@ -139,6 +140,8 @@ class Service:
         self._closers.extend(engine.close for engine in engines)
         info = engines[0].info
         self.metrics.engine_info.labels(info.backend, info.model, info.precision).set(1)
+        self.optics = OpticsTracker(config.optics) if config.optics.enabled else None
+        self._ticks: list = []  # called about once a second from the main loop
         logger.info("engine: %s on %s, model %s, %s; %d side by side", info.backend, info.device,
                     info.model, info.precision, len(engines))
         self.pipeline = Pipeline(
@@ -151,6 +154,7 @@ class Service:
                 segment_all=segment_all(config, bundle),
                 sinks=self._sinks(),
                 familiarity=Familiarity.from_dict(bundle.card.familiarity),
+                mark_stationary=self.optics.mark if self.optics is not None else None,
             ),
             config.pipeline,
         )
@@ -177,8 +181,19 @@ class Service:
         if self.config.alerts.enabled:
             from daemon.alerts import ContaminationMonitor
 
-            monitor = ContaminationMonitor(self.config.alerts, self.metrics, alert_sinks)
-            sinks.append(lambda results, _latencies: monitor.observe(results))
+            monitor = ContaminationMonitor(self.config.alerts, self.metrics, alert_sinks,
+                                           optics_fields=self.config.optics.fields)
+            if self.optics is None:
+                sinks.append(lambda results, _latencies: monitor.observe(results))
+            else:
+                from daemon.alert_hold import HeldAlerts
+
+                held = HeldAlerts(monitor, self.optics)
+                sinks.append(held.observe)
+                self._ticks.append(held.tick)
+                # Closed before the alert sinks above (closers run in reverse): fields still
+                # waiting for the optics decision are judged, and their alerts sent, first.
+                self._closers.append(held.flush)
         return tuple(sinks)
 
     # ---------------------------------------------------------------- running
@@ -226,6 +241,11 @@ class Service:
         stalled = False
         while not self.stop_requested.wait(min(interval, 1.0)):
             stalled = self._watchdog(stalled)
+            for tick in self._ticks:
+                try:
+                    tick()
+                except Exception:
+                    logger.exception("a periodic task failed; the service goes on")
             if self.once and self._backlog_finished():
                 break
 

@@ -94,7 +94,7 @@ from zarr.buffer import default_buffer_prototype
 from zarr.codecs import BytesCodec, VLenUTF8Codec, ZstdCodec
 from zarr.storage import LocalStore
 
-from daemon.frames import ARTIFACT_COLUMNS, FrameFailure, FrameResult
+from daemon.frames import ARTIFACT_COLUMNS, STATIONARY, FrameFailure, FrameResult
 from daemon.identity_index import FILE_NAME as INDEX_FILE
 from daemon.identity_index import IdentityIndex
 from daemon.zarr_internals import async_group, chunk_key, fill_value, run
@@ -146,6 +146,9 @@ ARTIFACT_TABLE_COLUMNS: dict[str, Any] = {
     # 32-bit: ample for these measurements (frames hold at most 2**31 pixels), and this is the
     # largest table.
     **{c: (np.int32 if c in _ARTIFACT_INT else np.float32) for c in ARTIFACT_COLUMNS},
+    # On the optics, not in the sample (daemon.optics). Stores written before it have no such
+    # column: a writer adds it (false for the rows already there), a reader sees false.
+    STATIONARY: np.bool_,
 }
 
 FAILURE_COLUMNS: dict[str, Any] = {
@@ -845,7 +848,7 @@ class ResultsStore:
             art["identity"].append(np.full(k, r.frame.identity, dtype=object))
             art["source"].append(np.full(k, meta.source, dtype=object))
             art["frame_row"].append(np.full(k, first_row + i, dtype=np.int64))
-            for name in ARTIFACT_COLUMNS:
+            for name in (*ARTIFACT_COLUMNS, STATIONARY):
                 dtype = ARTIFACT_TABLE_COLUMNS[name]
                 if name not in r.artifacts:
                     art[name].append(np.full(k, _fill(dtype), dtype=dtype))

@@ -5,7 +5,7 @@
     artifactd engines list [--cache DIR]
 
 A plan is built from the exported ONNX model with the device-side preprocessing in front of it
-(engines/runtime/preprocess.py), one optimisation profile (batch min/opt/max at one frame
+(engines/gpu/preprocess.py), one optimisation profile (batch min/opt/max at one frame
 shape), and a timing cache persisted beside the plans so rebuilds are quicker.
 
 Precision and the TensorRT version:

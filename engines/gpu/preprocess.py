@@ -5,14 +5,15 @@ pad H and W up to the card's multiple by edge replication (zeros would look like
 and crop the probability map back to the frame. Standardisation and the space-to-depth step are
 already inside the models (engines/pytorch/models.py), and so is the sigmoid.
 
-TensorRT's form lives here (the torch backend's is engines/pytorch/preprocess.py): a few ONNX nodes put in front of (and behind) the exported model before the engine is
-  built, so the plan takes the frames' raw bytes and the cast, padding and crop run inside the
-  engine on the GPU. TensorRT has no uint16 tensor type, so the plan's input is the frames'
-  little-endian bytes as UINT8 [N, C, H, 2W] (a zero-copy view of the uint16 array) and the
-  first nodes recombine them as lo + 256 * hi in float32 (exact: every uint16 fits a float32).
-  Chosen over a pycuda SourceModule kernel because that would need the CUDA compiler (nvcc) on
-  the acquisition PC at run time, and because this graph runs, and is tested, on a CPU with ONNX
-  Runtime. The host sends 2 bytes a pixel instead of 4.
+TensorRT's form lives here (the torch backend's is engines/pytorch/preprocess.py): a few ONNX
+nodes put in front of (and behind) the exported model before the engine is built, so the plan
+takes the frames' raw bytes and the cast, padding and crop run inside the engine on the GPU.
+TensorRT has no uint16 tensor type, so the plan's input is the frames' little-endian bytes as
+UINT8 [N, C, H, 2W] (a zero-copy view of the uint16 array) and the first nodes recombine them as
+lo + 256 * hi in float32 (exact: every uint16 fits a float32). Chosen over a pycuda SourceModule
+kernel because that would need the CUDA compiler (nvcc) on the acquisition PC at run time, and
+because this graph runs, and is tested, on a CPU with ONNX Runtime. The host sends 2 bytes a
+pixel instead of 4.
 """
 
 from __future__ import annotations

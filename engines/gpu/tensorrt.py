@@ -6,7 +6,7 @@
   `frame_shape` is given).
 - The plan's input is the frames' raw bytes (uint16 viewed as uint8 [N, C, H, 2W]); the cast to
   float, edge padding, the models' own standardisation and sigmoid, and the crop of the mask
-  back to the frame all run inside the engine (engines/runtime/preprocess.py).
+  back to the frame all run inside the engine (engines/gpu/preprocess.py).
 - Tensors are bound by name (set_input_shape, set_tensor_address) and run with
   execute_async_v3 on this engine's own CUDA streams; every TensorRT call that returns a status
   is checked and failures name the tensor and shape.

@@ -3,7 +3,7 @@
 On CUDA:
 - frames travel as their integer bits: uint16 frames are staged in page-locked memory as int16
   (same bytes), copied without blocking, then widened, cast and edge-padded on the device
-  (engines/runtime/preprocess.py);
+  (engines/pytorch/preprocess.py);
 - fp16/bf16 run under autocast, so the per-frame standardisation inside the models (means of
   squared uint16 deviations, up to 65535**2) stays in float32 while the convolutions run in
   reduced precision; `.half()` on the whole model would overflow there;

@@ -167,5 +167,5 @@ def test_alert_as_dict_is_plain_json_data():
     alert = Alert("P1", WELL_FIELDS, "firing", "m", "C07", 3.0, 3.0, "2026-01-01T00:00:00+00:00")
     assert alert.as_dict() == {
         "plate": "P1", "rule": WELL_FIELDS, "state": "firing", "message": "m", "well": "C07",
-        "value": 3.0, "threshold": 3.0, "at": "2026-01-01T00:00:00+00:00",
+        "value": 3.0, "threshold": 3.0, "at": "2026-01-01T00:00:00+00:00", "place": "",
     }

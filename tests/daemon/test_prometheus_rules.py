@@ -43,7 +43,7 @@ def test_every_asked_for_alert_is_there():
     alerts = set(re.findall(r"- alert: (\w+)", RULES.read_text()))
     assert {
         "ArtifactdContamination", "ArtifactdPipelineStalled", "ArtifactdBacklogGrowing",
-        "ArtifactdFrameFailures", "ArtifactdOutputNotWritable",
+        "ArtifactdFrameFailures", "ArtifactdOutputNotWritable", "ArtifactdOpticsDirty",
     } <= alerts
     # Each alert has a promtool test.
     assert alerts <= set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))

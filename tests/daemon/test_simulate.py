@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from daemon.cli import main as cli_main
@@ -114,3 +115,31 @@ def test_folder_source_takes_each_simulated_file_once(tmp_path: Path) -> None:
                            metadata=MetadataConfig(preset="operetta"))
     wells = {read_frame(item, decode).meta.well for item in handed}
     assert wells == {"A01", "A02", "A03"}
+
+
+def test_smudge_dims_the_same_place_of_every_field_and_the_truth_says_so(tmp_path: Path) -> None:
+    options = {**SMALL, "size": 96, "fields": 2, "limit": 4, "artifact_probability": 0.0}
+    clean = simulate_plate(tmp_path / "clean", SimulateOptions(**options))
+    smudged = simulate_plate(tmp_path / "smudged", SimulateOptions(
+        **options, smudge=(0.25, 0.75, 0.1), truth=tmp_path / "truth.csv"))
+    centre, corner = (slice(20, 28), slice(67, 75)), (slice(80, 88), slice(5, 13))
+    for before, after in zip(clean, smudged, strict=True):
+        a = read_frame(ready(before, tmp_path / "clean"), DECODE).pixels.astype(float)
+        b = read_frame(ready(after, tmp_path / "smudged"), DECODE).pixels.astype(float)
+        # Dimmed to about exp(-1) at its centre, untouched far from it, in every field.
+        assert 0.3 < b[centre].mean() / a[centre].mean() < 0.45
+        assert np.array_equal(a[corner], b[corner])
+    with open(tmp_path / "truth.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(row["label"], row["smudge"]) for row in rows} == {("clean", "True")}
+
+
+def test_smudge_on_the_command_line(tmp_path: Path, capsys) -> None:
+    common = ["simulate", "--out", str(tmp_path), "--rate", "0", "--size", "48", "--fields", "1",
+              "--limit", "1"]
+    assert cli_main([*common, "--smudge"]) == 0  # at the default place
+    assert cli_main([*common, "--smudge", "0.5,0.5,0.1"]) == 0
+    assert cli_main([*common, "--smudge", "0.5,0.5,0.9"]) == 2
+    with pytest.raises(SystemExit):
+        cli_main([*common, "--smudge", "middle"])
+    assert "expected Y,X,RADIUS as three numbers" in capsys.readouterr().err
