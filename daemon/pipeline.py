@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-import numpy as np
 
+from daemon.analysis import Analysis, Scored
 from daemon.config import PipelineConfig
 from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
@@ -35,9 +35,7 @@ from daemon.metrics import Metrics
 from daemon.retries import Retries
 from engines.backends.base import Engine
 from engines.familiarity import Familiarity
-from engines.modelcard import frame_flagged
-from engines.postprocess import PostprocessOptions, postprocess
-from engines.timestamps import timestamp
+from engines.postprocess import PostprocessOptions
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +99,12 @@ class Tally:
                 self.not_done.append(failure.source)
 
 
-@dataclass(slots=True)
-class Scored:
-    frame: Frame
-    score: float
-    probability: np.ndarray | None  # None: not segmented (not flagged)
-
-
 class Pipeline:
     def __init__(self, parts: PipelineParts, config: PipelineConfig) -> None:
         self.parts = parts
         self.config = config
+        self.analysis = Analysis(parts.postprocess, parts.detect_threshold, parts.segment_all,
+                                 parts.familiarity)
         size = config.queue_size
         self.decode_q: queue.Queue = queue.Queue(size)
         self.batch_q: queue.Queue = queue.Queue(size)
@@ -321,17 +314,10 @@ class Pipeline:
 
     def _infer(self, engine: Engine, frames: list[Frame]) -> None:
         metrics = self.parts.metrics
-        batch = np.stack([f.pixels for f in frames])
         metrics.batch_size.observe(len(frames))
         try:
             started = time.perf_counter()
-            scores = engine.detect(batch)
-            flagged = scores >= self.parts.detect_threshold
-            chosen = np.arange(len(frames)) if self.parts.segment_all else np.flatnonzero(flagged)
-            probabilities: list[np.ndarray | None] = [None] * len(frames)
-            if len(chosen):
-                for i, p in zip(chosen, engine.segment(batch[chosen]), strict=True):
-                    probabilities[i] = p
+            scored = self.analysis.infer(engine, frames)
             metrics.inference.observe(time.perf_counter() - started)
         except Exception as exc:  # one bad batch must not stop the service
             logger.exception("inference failed for a batch of %d frames", len(frames))
@@ -339,8 +325,8 @@ class Pipeline:
                 failure = self._failure(frame, "inference", f"inference failed ({exc})")
                 self._retry_or_fail(frame, failure, self.batch_q)
             return
-        for frame, score, probability in zip(frames, scores, probabilities, strict=True):
-            self._put(self.post_q, Scored(frame, float(score), probability))
+        for item in scored:
+            self._put(self.post_q, item)
 
     def _post_loop(self) -> None:
         for item in self._until_end(self.post_q, "postprocess"):
@@ -353,21 +339,7 @@ class Pipeline:
         self._pass_end("postprocess", self.write_q, 1)
 
     def _measure(self, item: Scored) -> FrameResult:
-        frame = item.frame
-        intensity = frame.pixels if frame.pixels.ndim == 2 else frame.pixels[0]
-        stamp = timestamp()
-        familiarity = self.parts.familiarity
-        unfamiliarity = familiarity.score(intensity) if familiarity is not None else math.nan
-        if item.probability is None:
-            empty = np.zeros(intensity.shape, dtype=np.uint16)
-            flagged = frame_flagged(item.score, 0, self.parts.detect_threshold)
-            return FrameResult(frame, item.score, flagged, empty, {}, 0.0, 0, stamp, unfamiliarity)
-        found = postprocess(item.probability, intensity, self.parts.postprocess, frame.meta.pixel_size_um)
-        flagged = frame_flagged(item.score, found.n_artifacts, self.parts.detect_threshold)
-        return FrameResult(
-            frame, item.score, flagged, found.labels, found.artifacts,
-            found.area_fraction, found.n_artifacts, stamp, unfamiliarity,
-        )
+        return self.analysis.measure(item)
 
     @staticmethod
     def _failure(frame: Frame, reason: str, message: str) -> FrameFailure:
@@ -467,24 +439,8 @@ class Pipeline:
         return None
 
     def _append(self, results: list[FrameResult]) -> tuple[list[FrameResult], list[FrameFailure]]:
-        """Append; on a fault that is not I/O, one by one, so only the faulty frame fails."""
-        if not results:
-            return [], []
-        try:
-            written = self.parts.store.append(results)
-            return self._mark_duplicates(results, written), []
-        except Exception as exc:
-            if is_io_failure(exc):
-                raise
-            if len(results) == 1:
-                return [], [_unstorable(results[0], exc)]
-        stored: list[FrameResult] = []
-        refused: list[FrameFailure] = []
-        for result in results:
-            kept, failed = self._append([result])
-            stored += kept
-            refused += failed
-        return stored, refused
+        kept, written, refused = append_or_refuse(self.parts.store, results)
+        return self._mark_duplicates(kept, written), refused
 
     def _mark_duplicates(self, results: list[FrameResult], written: list[str]) -> list[FrameResult]:
         """Results the store already held (a re-sent frame, a replay after a crash) come back
@@ -523,17 +479,8 @@ class Pipeline:
             self.parts.metrics.output_ok.set(0)
 
     def _commit(self, results: list[FrameResult], failures: list[FrameFailure]) -> None:
-        journal = self.parts.journal
-        if journal is None:
-            return
-        for outcome in ("clean", "flagged"):
-            keys = [r.frame.key for r in results
-                    if r.frame.key is not None and (r.flagged == (outcome == "flagged"))]
-            if keys:
-                journal.commit(keys, outcome)
-        for failure in failures:
-            if failure.key is not None and failure.reason not in PASSING_REASONS:
-                journal.commit([failure.key], f"failed:{failure.reason}")
+        if self.parts.journal is not None:
+            commit_done(self.parts.journal, results, failures)
 
     def _account(self, results: list[FrameResult], failures: list[FrameFailure],
                  latencies: list[float]) -> None:
@@ -557,6 +504,50 @@ class Pipeline:
             metrics.failed.labels(reason=failure.reason).inc()
             self.tally.add_failure(failure)
             logger.warning("%s", failure.message)
+
+
+def append_or_refuse(store: ResultsWriter, results: Sequence[FrameResult]
+                     ) -> tuple[list[FrameResult], list[str], list[FrameFailure]]:
+    """Append; on a fault that is not I/O, one by one, so only the faulty frame fails.
+
+    Returns the results the store took or already held, the identities it wrote (those it
+    held are not among them) and a failure for each result it refused. I/O faults of the
+    store itself are raised, for the caller to retry.
+    """
+    if not results:
+        return [], [], []
+    try:
+        return list(results), list(store.append(results)), []
+    except Exception as exc:
+        if is_io_failure(exc):
+            raise
+        if len(results) == 1:
+            return [], [], [_unstorable(results[0], exc)]
+    kept: list[FrameResult] = []
+    written: list[str] = []
+    refused: list[FrameFailure] = []
+    for result in results:
+        k, w, r = append_or_refuse(store, [result])
+        kept += k
+        written += w
+        refused += r
+    return kept, written, refused
+
+
+def commit_done(journal: DoneJournal, results: Sequence[FrameResult],
+                failures: Sequence[FrameFailure], *, passing: frozenset[str] = PASSING_REASONS
+                ) -> None:
+    """Journal as done the file versions whose results (or whose failure for their own
+    content) are durable in the store; call it only after the store has them. A failure for
+    a `passing` reason is not done: the file is processed again."""
+    for outcome in ("clean", "flagged"):
+        keys = [r.frame.key for r in results
+                if r.frame.key is not None and (r.flagged == (outcome == "flagged"))]
+        if keys:
+            journal.commit(keys, outcome)
+    for failure in failures:
+        if failure.key is not None and failure.reason not in passing:
+            journal.commit([failure.key], f"failed:{failure.reason}")
 
 
 def is_io_failure(exc: BaseException | None) -> bool:
