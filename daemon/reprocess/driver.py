@@ -1,0 +1,219 @@
+"""The driver: a Dask cluster runs the tasks, the driver commits what they return.
+
+`--scheduler local[:N]` starts a LocalCluster of N worker processes (one thread each) on this
+machine; `tcp://HOST:PORT` connects to a running scheduler (its workers must see the archive
+and the model at the same paths). The model plugin is registered once; tasks are handed out a
+few per worker thread ahead of time (`reprocess.tasks_per_worker`), so the scheduler holds a
+bounded number of tasks however large the archive, and the driver's memory holds only their
+results until they are committed.
+
+Faults: a task that raises is run again by Dask (`retries`), on any worker; after the last try
+its frames are recorded as failed, not done. A worker that dies has its tasks (and results not
+yet fetched) computed again elsewhere by the scheduler (up to `distributed.scheduler.
+allowed-failures` deaths per task); the driver commits each task once, when its result first
+arrives, and the store skips any identity it holds, so nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import dask
+from distributed import Client, LocalCluster, as_completed
+from distributed.scheduler import KilledWorker
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from daemon.config import Config, local_workers
+from daemon.reprocess.committer import Committer, TaskFailure
+from daemon.reprocess.plan import Task
+from daemon.reprocess.worker import EVENTS, PLUGIN, ModelOnWorker, TaskFailed, TaskOutcome, analyse_task
+from engines.backends.select import usable_cores
+
+logger = logging.getLogger(__name__)
+
+
+class DriverError(RuntimeError):
+    """The cluster cannot be started or reached; one sentence saying which and why."""
+
+
+@dataclass(slots=True)
+class Timings:
+    """What the tasks reported about themselves: where the time went."""
+
+    runs: list[tuple[str, int, float, float]] = field(default_factory=list)  # worker, thread, start, end
+    engines: dict[str, int] = field(default_factory=dict)  # worker -> engines it opened
+    raised: int = 0  # task attempts that raised (each retried, or recorded after the last)
+
+    def add(self, outcomes: Sequence[TaskOutcome]) -> None:
+        for o in outcomes:
+            self.runs.append((o.worker, o.thread, o.started, o.finished))
+            self.engines[o.worker] = max(self.engines.get(o.worker, 0), o.engines_opened)
+
+    def task_s(self) -> list[float]:
+        return [end - start for _, _, start, end in self.runs]
+
+    def gaps_s(self) -> list[float]:
+        """Per worker thread, the time from one task's end to the next one's start, while
+        tasks were waiting: what coordinating a task costs (scheduling, result hand-over)."""
+        by_thread: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+        for worker, thread, start, end in self.runs:
+            by_thread[(worker, thread)].append((start, end))
+        gaps = []
+        for runs in by_thread.values():
+            runs.sort()
+            gaps += [max(0.0, b[0] - a[1]) for a, b in zip(runs, runs[1:])]
+        return gaps
+
+    def overhead(self) -> str:
+        gaps, busy = self.gaps_s(), self.task_s()
+        if not gaps:
+            return "not measured (no worker thread ran two tasks)"
+        share = sum(gaps) / (sum(busy) + sum(gaps)) if sum(busy) else 0.0
+        return (f"{statistics.median(gaps) * 1000:.1f} ms median between a worker thread's "
+                f"tasks (tasks took {statistics.mean(busy) * 1000:.0f} ms on average; "
+                f"{share:.1%} of worker time)")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    scheduler: str
+    retries: int
+    tasks_per_worker: int
+
+
+@contextlib.contextmanager
+def connect(scheduler: str) -> Iterator[tuple[Client, str]]:
+    """A client of a new LocalCluster ("local", "local:N") or of a running scheduler, and a
+    description of it for the log."""
+    workers = local_workers(scheduler)
+    if workers is not None:
+        workers = workers or usable_cores()
+        try:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0")  # any free port: runs side by side
+        except Exception as exc:
+            raise DriverError(f"cannot start a local Dask cluster of {workers} worker(s) "
+                              f"({type(exc).__name__}: {exc})") from None
+        with cluster, Client(cluster) as client:
+            yield client, f"a local cluster of {workers} worker process(es)"
+        return
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise DriverError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); expected a "
+                          "running `dask scheduler` there, with workers") from None
+    with client:
+        yield client, f"the Dask scheduler at {scheduler}"
+
+
+class Driver:
+    """Hands the tasks to the cluster, commits what comes back, shows progress."""
+
+    def __init__(self, client: Client, committer: Committer, options: RunOptions) -> None:
+        self.client = client
+        self.committer = committer
+        self.options = options
+        self.run = uuid.uuid4().hex[:12]
+        self.timings = Timings()
+        self.stop = threading.Event()  # set by a signal: stop handing out, commit no more
+        self.left = 0  # tasks not committed when it stopped
+        self._threads = (0, 0.0)  # worker threads, when last asked
+
+    def process(self, tasks: Sequence[Task], config: Config, model: str) -> None:
+        """Every task once into the store; returns when all are committed or recorded."""
+        self.client.register_plugin(ModelOnWorker(config, model), name=PLUGIN)
+        try:
+            self._process(tasks)
+        finally:
+            self._count_raised()
+            with contextlib.suppress(Exception):
+                self.client.unregister_worker_plugin(PLUGIN)  # the workers free the engines
+
+    def _process(self, tasks: Sequence[Task]) -> None:
+        pending = deque(tasks)
+        in_flight: dict[str, Task] = {}  # future key -> task, until committed
+        finished = as_completed(with_results=True, raise_errors=False)
+        tally = self.committer.tally
+        with logging_redirect_tqdm(), tqdm(total=sum(len(t.files) for t in tasks), unit="frame",
+                                           desc="reprocess", smoothing=0.05,
+                                           mininterval=0.5) as bar:
+            self._hand_out(pending, in_flight, finished)
+            while in_flight and not self.stop.is_set():
+                batch = finished.next_batch(block=False)
+                if not batch:
+                    self.stop.wait(0.01)  # a signal is noticed within 10 ms
+                    continue
+                outcomes, failed = self._sort(batch, in_flight)
+                self.committer.commit(outcomes, failed)
+                self.timings.add(outcomes)
+                bar.update(sum(len(o.rows) + len(o.failures) for o in outcomes)
+                           + sum(len(f.task.files) for f in failed))
+                bar.set_postfix(flagged=tally.flagged, failed=sum(tally.failed.values()),
+                                refresh=False)
+                del batch, outcomes  # committed: the futures go, and Dask forgets the results
+                self._hand_out(pending, in_flight, finished)
+            if in_flight:  # stopped: what is not committed is left for --resume
+                self.client.cancel(list(finished.futures))
+        self.left = len(pending) + len(in_flight)
+
+    def _hand_out(self, pending: deque[Task], in_flight: dict[str, Task],
+                  finished: as_completed) -> None:
+        limit = max(1, self._worker_threads()) * self.options.tasks_per_worker
+        while pending and len(in_flight) < limit:
+            task = pending.popleft()
+            key = f"artifactd-reprocess-{self.run}-{task.id}"
+            future = self.client.submit(analyse_task, task, self.run, key=key, pure=False,
+                                        retries=self.options.retries)
+            in_flight[key] = task
+            finished.add(future)
+
+    def _sort(self, batch: list, in_flight: dict[str, Task]
+              ) -> tuple[list[TaskOutcome], list[TaskFailure]]:
+        outcomes, failed = [], []
+        for future, value in batch:
+            task = in_flight.pop(future.key, None)
+            if task is None:  # its result came once already (a recomputation): committed
+                continue
+            if isinstance(value, TaskOutcome):
+                outcomes.append(value)
+            else:
+                failed.append(self._failure(task, value))
+        return outcomes, failed
+
+    def _failure(self, task: Task, value: object) -> TaskFailure:
+        exc = value[1] if isinstance(value, tuple) else value  # (type, exception, traceback)
+        tries = self.options.retries + 1
+        if isinstance(exc, TaskFailed):
+            return TaskFailure(task, exc.reason, exc.message, tries)
+        if isinstance(exc, KilledWorker):
+            allowed = int(dask.config.get("distributed.scheduler.allowed-failures"))
+            return TaskFailure(task, "worker_lost", "the workers running this task died "
+                               f"{allowed + 1} times (distributed.scheduler.allowed-failures)",
+                               allowed + 1)
+        return TaskFailure(task, "task", f"{type(exc).__name__}: {exc}", tries)
+
+    def _worker_threads(self) -> int:
+        """Threads of the workers now connected (asked again every few seconds: workers come
+        and go); until one connects, tasks wait at the scheduler."""
+        threads, asked = self._threads
+        if time.monotonic() - asked > 5.0:
+            threads = sum(self.client.nthreads().values())
+            if not threads:
+                logger.info("no Dask worker connected yet; tasks wait at the scheduler")
+            self._threads = (threads, time.monotonic())
+        return threads
+
+    def _count_raised(self) -> None:
+        with contextlib.suppress(Exception):
+            events = self.client.get_events(EVENTS)
+            self.timings.raised = sum(1 for _, msg in events if msg.get("run") == self.run)
+
