@@ -185,7 +185,7 @@ class Run:
             committer = Committer(store, journal)
             tasks, before = self._left_to_do(store, journal)
             if not tasks:
-                self._summary(committer.tally, tasks, before, None, "no cluster: nothing to do")
+                self._summary(committer.tally, before, None)
                 return 0
             return self._on_cluster(driver, committer, tasks, before)
         finally:
@@ -226,7 +226,12 @@ class Run:
                 run = driver.Driver(client, committer, options)
                 _stop_on_signals(run.stop)
                 run.process(tasks, config, self.settings.model)
-                self._summary(committer.tally, tasks, before, run, where)
+                self._summary(committer.tally, before, run, where)
+                if run.abandoned:
+                    logger.error("stopped: no worker could open the model (%s); fix it and run "
+                                 "`artifactd reprocess --output %s --resume`", run.abandoned,
+                                 config.output.store)
+                    return 1
                 if run.stop.is_set():
                     logger.error("stopped by a signal with %d task(s) not committed; "
                                  "`artifactd reprocess --output %s --resume` does the rest",
@@ -247,10 +252,10 @@ class Run:
             return 1
         return 0
 
-    def _summary(self, tally, tasks: list, before: int, run, where: str) -> None:
+    def _summary(self, tally, before: int, run, where: str = "") -> None:
         """The command's answer, printed whatever the log level."""
         wall = time.monotonic() - self.started
-        plates, wells = plates_and_wells(tasks)
+        plates, wells = plates_and_wells(run.committed if run is not None else [])
         failed = ", ".join(f"{n} {reason}" for reason, n in sorted(tally.failed.items())) or "none"
         print(f"reprocess: {len(plates)} plate(s), {len(wells)} well(s), {tally.frames} frame(s) "
               f"processed ({tally.stored} stored, {tally.already} already stored), "
@@ -261,7 +266,9 @@ class Run:
             return
         timings = run.timings
         engines = sum(timings.engines.values())
-        print(f"reprocess: {len(timings.runs)} task(s) on {where}: {len(timings.engines)} "
+        rate = tally.frames / run.took if run.took else 0.0
+        print(f"reprocess: {len(timings.runs)} task(s) done on {where} in {run.took:.1f} s "
+              f"({rate:.1f} frames/s): {len(timings.engines)} "
               f"worker(s) opened {engines} model engine(s) in all, kept between tasks; "
               f"{timings.raised} task attempt(s) raised (retried up to "
               f"{run.options.retries} time(s)); coordination: {timings.overhead()}; "

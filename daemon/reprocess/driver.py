@@ -35,7 +35,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from daemon.config import Config, local_workers
 from daemon.reprocess.committer import Committer, TaskFailure
 from daemon.reprocess.plan import Task
-from daemon.reprocess.worker import EVENTS, PLUGIN, ModelOnWorker, TaskFailed, TaskOutcome, analyse_task
+from daemon.reprocess.worker import (
+    EVENTS,
+    KEY_PREFIX,
+    PLUGIN,
+    ModelOnWorker,
+    TaskFailed,
+    TaskOutcome,
+    analyse_task,
+)
 from engines.backends.select import usable_cores
 
 logger = logging.getLogger(__name__)
@@ -107,7 +115,7 @@ def connect(scheduler: str) -> Iterator[tuple[Client, str]]:
             yield client, f"a local cluster of {workers} worker process(es)"
         return
     try:
-        client = Client(scheduler, timeout="10s")
+        client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except (OSError, TimeoutError) as exc:
         raise DriverError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); expected a "
                           "running `dask scheduler` there, with workers") from None
@@ -126,14 +134,19 @@ class Driver:
         self.timings = Timings()
         self.stop = threading.Event()  # set by a signal: stop handing out, commit no more
         self.left = 0  # tasks not committed when it stopped
+        self.committed: list[Task] = []  # tasks whose frames are stored or recorded as failed
+        self.abandoned = ""  # why it stopped early, when no worker could open the model
+        self.began = self.took = 0.0  # when the tasks were first handed out, and for how long
         self._threads = (0, 0.0)  # worker threads, when last asked
 
     def process(self, tasks: Sequence[Task], config: Config, model: str) -> None:
         """Every task once into the store; returns when all are committed or recorded."""
+        self.began = time.monotonic()
         self.client.register_plugin(ModelOnWorker(config, model), name=PLUGIN)
         try:
             self._process(tasks)
         finally:
+            self.took = time.monotonic() - self.began
             self._count_raised()
             with contextlib.suppress(Exception):
                 self.client.unregister_worker_plugin(PLUGIN)  # the workers free the engines
@@ -147,12 +160,13 @@ class Driver:
                                            desc="reprocess", smoothing=0.05,
                                            mininterval=0.5) as bar:
             self._hand_out(pending, in_flight, finished)
-            while in_flight and not self.stop.is_set():
+            while in_flight and not self.stop.is_set() and not self.abandoned:
                 batch = finished.next_batch(block=False)
                 if not batch:
                     self.stop.wait(0.01)  # a signal is noticed within 10 ms
                     continue
-                outcomes, failed = self._sort(batch, in_flight)
+                outcomes, failed, tasks_done = self._sort(batch, in_flight)
+                self.committed += tasks_done
                 self.committer.commit(outcomes, failed)
                 self.timings.add(outcomes)
                 bar.update(sum(len(o.rows) + len(o.failures) for o in outcomes)
@@ -160,34 +174,43 @@ class Driver:
                 bar.set_postfix(flagged=tally.flagged, failed=sum(tally.failed.values()),
                                 refresh=False)
                 del batch, outcomes  # committed: the futures go, and Dask forgets the results
+                self._give_up_on_a_broken_model(failed)
                 self._hand_out(pending, in_flight, finished)
             if in_flight:  # stopped: what is not committed is left for --resume
                 self.client.cancel(list(finished.futures))
         self.left = len(pending) + len(in_flight)
+
+    def _give_up_on_a_broken_model(self, failed: list[TaskFailure]) -> None:
+        """A model no worker can open fails every task: stop at the first such task, rather
+        than record the whole archive as failed."""
+        model = [f for f in failed if f.reason == "model"]
+        if model and not self.timings.runs:
+            self.abandoned = model[0].message
 
     def _hand_out(self, pending: deque[Task], in_flight: dict[str, Task],
                   finished: as_completed) -> None:
         limit = max(1, self._worker_threads()) * self.options.tasks_per_worker
         while pending and len(in_flight) < limit:
             task = pending.popleft()
-            key = f"artifactd-reprocess-{self.run}-{task.id}"
+            key = f"{KEY_PREFIX}{self.run}-{task.id}"
             future = self.client.submit(analyse_task, task, self.run, key=key, pure=False,
                                         retries=self.options.retries)
             in_flight[key] = task
             finished.add(future)
 
     def _sort(self, batch: list, in_flight: dict[str, Task]
-              ) -> tuple[list[TaskOutcome], list[TaskFailure]]:
-        outcomes, failed = [], []
+              ) -> tuple[list[TaskOutcome], list[TaskFailure], list[Task]]:
+        outcomes, failed, tasks = [], [], []
         for future, value in batch:
             task = in_flight.pop(future.key, None)
             if task is None:  # its result came once already (a recomputation): committed
                 continue
+            tasks.append(task)
             if isinstance(value, TaskOutcome):
                 outcomes.append(value)
             else:
                 failed.append(self._failure(task, value))
-        return outcomes, failed
+        return outcomes, failed, tasks
 
     def _failure(self, task: Task, value: object) -> TaskFailure:
         exc = value[1] if isinstance(value, tuple) else value  # (type, exception, traceback)

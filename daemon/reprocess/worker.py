@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 PLUGIN = "artifactd-model"
 EVENTS = "artifactd-reprocess"  # scheduler event topic: one event per task attempt that raised
+KEY_PREFIX = "artifactd-reprocess-"  # of the tasks' keys: artifactd-reprocess-<run>-<task id>
 _ZSTD = numcodecs.Zstd(level=1)  # masks are mostly background: ~100 bytes for an empty one
 
 
@@ -122,6 +123,10 @@ class ModelOnWorker(WorkerPlugin):
 
     def setup(self, worker) -> None:
         self.worker = worker
+        # Kept for the worker's life (a task cancelled at the end may fail after teardown).
+        quieted = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _QuietTaskFailed) for f in quieted.filters):
+            quieted.addFilter(_QuietTaskFailed())
         self._ready = threading.Condition()
         self._bundle: ModelBundle | None = None
         self._analysis: Analysis | None = None
@@ -204,6 +209,17 @@ class ModelOnWorker(WorkerPlugin):
         logger.info("worker %s: engine %d of model %s opened (%s)", self.worker.address,
                     self._opened, engine.info.model, engine.info.backend)
         return engine
+
+
+class _QuietTaskFailed(logging.Filter):
+    """Drops the worker's "Compute Failed" traceback for a TaskFailed of ours: the driver
+    reports it in one sentence per frame (and Dask retries it). Other errors keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        ours = (str(record.msg).startswith("Compute Failed") and len(args) > 3
+                and str(args[0]).startswith(KEY_PREFIX) and str(args[3]).startswith("TaskFailed("))
+        return not ours
 
 
 def analyse_task(task: Task, run: str) -> TaskOutcome:
