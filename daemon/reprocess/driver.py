@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import statistics
 import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 
 import dask
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, Future, LocalCluster
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -47,6 +49,8 @@ from daemon.reprocess.worker import (
 from engines.backends.select import usable_cores
 
 logger = logging.getLogger(__name__)
+
+SETTLED = ("finished", "error", "cancelled")  # a future's states that stay
 
 
 class DriverError(RuntimeError):
@@ -126,10 +130,12 @@ def connect(scheduler: str) -> Iterator[tuple[Client, str]]:
 class Driver:
     """Hands the tasks to the cluster, commits what comes back, shows progress."""
 
-    def __init__(self, client: Client, committer: Committer, options: RunOptions) -> None:
+    def __init__(self, client: Client, committer: Committer, options: RunOptions, *,
+                 function: Callable[[Task, str], TaskOutcome] = analyse_task) -> None:
         self.client = client
         self.committer = committer
         self.options = options
+        self.function = function  # what a task runs (bench/reprocess.py times an empty one)
         self.run = uuid.uuid4().hex[:12]
         self.timings = Timings()
         self.stop = threading.Event()  # set by a signal: stop handing out, commit no more
@@ -138,6 +144,7 @@ class Driver:
         self.abandoned = ""  # why it stopped early, when no worker could open the model
         self.began = self.took = 0.0  # when the tasks were first handed out, and for how long
         self._threads = (0, 0.0)  # worker threads, when last asked
+        self._finished: queue.Queue[Future] = queue.Queue()  # futures as they finish
 
     def process(self, tasks: Sequence[Task], config: Config, model: str) -> None:
         """Every task once into the store; returns when all are committed or recorded."""
@@ -153,17 +160,15 @@ class Driver:
 
     def _process(self, tasks: Sequence[Task]) -> None:
         pending = deque(tasks)
-        in_flight: dict[str, Task] = {}  # future key -> task, until committed
-        finished = as_completed(with_results=True, raise_errors=False)
+        in_flight: dict[str, tuple[Task, Future]] = {}  # by key, until committed
         tally = self.committer.tally
         with logging_redirect_tqdm(), tqdm(total=sum(len(t.files) for t in tasks), unit="frame",
                                            desc="reprocess", smoothing=0.05,
                                            mininterval=0.5) as bar:
-            self._hand_out(pending, in_flight, finished)
+            self._hand_out(pending, in_flight)
             while in_flight and not self.stop.is_set() and not self.abandoned:
-                batch = finished.next_batch(block=False)
+                batch = self._next_batch()
                 if not batch:
-                    self.stop.wait(0.01)  # a signal is noticed within 10 ms
                     continue
                 outcomes, failed, tasks_done = self._sort(batch, in_flight)
                 self.committed += tasks_done
@@ -175,10 +180,22 @@ class Driver:
                                 refresh=False)
                 del batch, outcomes  # committed: the futures go, and Dask forgets the results
                 self._give_up_on_a_broken_model(failed)
-                self._hand_out(pending, in_flight, finished)
+                self._hand_out(pending, in_flight)
             if in_flight:  # stopped: what is not committed is left for --resume
-                self.client.cancel(list(finished.futures))
+                self.client.cancel([future for _, future in in_flight.values()])
         self.left = len(pending) + len(in_flight)
+
+    def _next_batch(self) -> list[Future]:
+        """The futures finished since the last batch (waits a little for the first one, so a
+        signal is noticed within 0.2 s)."""
+        try:
+            batch = [self._finished.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._finished.get_nowait())
+        return batch
 
     def _give_up_on_a_broken_model(self, failed: list[TaskFailure]) -> None:
         """A model no worker can open fails every task: stop at the first such task, rather
@@ -187,33 +204,40 @@ class Driver:
         if model and not self.timings.runs:
             self.abandoned = model[0].message
 
-    def _hand_out(self, pending: deque[Task], in_flight: dict[str, Task],
-                  finished: as_completed) -> None:
-        limit = max(1, self._worker_threads()) * self.options.tasks_per_worker
-        while pending and len(in_flight) < limit:
-            task = pending.popleft()
-            key = f"{KEY_PREFIX}{self.run}-{task.id}"
-            future = self.client.submit(analyse_task, task, self.run, key=key, pure=False,
-                                        retries=self.options.retries)
-            in_flight[key] = task
-            finished.add(future)
+    def _hand_out(self, pending: deque[Task], in_flight: dict[str, tuple[Task, Future]]) -> None:
+        """Keep a few tasks per worker thread submitted; more wait here, not at the scheduler."""
+        room = max(1, self._worker_threads()) * self.options.tasks_per_worker - len(in_flight)
+        chosen = [pending.popleft() for _ in range(min(room, len(pending)))]
+        if not chosen:
+            return
+        keys = [f"{KEY_PREFIX}{self.run}-{task.id}" for task in chosen]
+        futures = self.client.map(self.function, chosen, [self.run] * len(chosen), key=keys,
+                                  pure=False, retries=self.options.retries)
+        for key, task, future in zip(keys, chosen, futures, strict=True):
+            in_flight[key] = (task, future)
+            future.add_done_callback(self._finished.put)  # runs on Dask's callback thread
 
-    def _sort(self, batch: list, in_flight: dict[str, Task]
+    def _sort(self, batch: list[Future], in_flight: dict[str, tuple[Task, Future]]
               ) -> tuple[list[TaskOutcome], list[TaskFailure], list[Task]]:
+        """The finished futures' results, fetched together (one request per worker, not one
+        per task), and the failed ones' exceptions."""
+        batch = [f for f in batch if f.key in in_flight]  # each task is committed once
+        for future in [f for f in batch if f.status not in SETTLED]:
+            future.add_done_callback(self._finished.put)  # lost with its worker: computed again
+        batch = [f for f in batch if f.status in SETTLED]
+        done = [f for f in batch if f.status == "finished"]
+        values = dict(zip((f.key for f in done), self.client.gather(done), strict=True))
         outcomes, failed, tasks = [], [], []
-        for future, value in batch:
-            task = in_flight.pop(future.key, None)
-            if task is None:  # its result came once already (a recomputation): committed
-                continue
+        for future in batch:
+            task, _ = in_flight.pop(future.key)
             tasks.append(task)
-            if isinstance(value, TaskOutcome):
-                outcomes.append(value)
+            if future.key in values:
+                outcomes.append(values[future.key])
             else:
-                failed.append(self._failure(task, value))
+                failed.append(self._failure(task, _exception(future)))
         return outcomes, failed, tasks
 
-    def _failure(self, task: Task, value: object) -> TaskFailure:
-        exc = value[1] if isinstance(value, tuple) else value  # (type, exception, traceback)
+    def _failure(self, task: Task, exc: BaseException) -> TaskFailure:
         tries = self.options.retries + 1
         if isinstance(exc, TaskFailed):
             return TaskFailure(task, exc.reason, exc.message, tries)
@@ -240,3 +264,11 @@ class Driver:
             events = self.client.get_events(EVENTS)
             self.timings.raised = sum(1 for _, msg in events if msg.get("run") == self.run)
 
+
+
+def _exception(future: Future) -> BaseException:
+    """Why a future that did not finish did not (raised on its last try, or cancelled)."""
+    try:
+        return future.exception() or RuntimeError(f"task ended as {future.status}")
+    except CancelledError as exc:
+        return exc
