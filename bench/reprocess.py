@@ -13,8 +13,8 @@
 3. Per-task overhead with nothing to do: --noop-tasks tasks that return at once, through the
    driver's own loop (daemon.reprocess.driver.Driver: a few tasks per worker thread ahead,
    results fetched and committed in batches), on a `dask scheduler` and two `dask worker`
-   processes: wall time per task, the scheduler process's CPU time per task (less what it spends idle as long), and the idle time
-   of a worker thread between two tasks.
+   processes: wall time per task, the scheduler process's CPU time per task (less what it
+   spends idle as long), and the idle time of a worker thread between two tasks.
 4. The single committer's write rate: real results of the archive's distinct frames (the
    shipped model on ONNX Runtime, in this process), sent through `FrameRow` (what a task ships:
    rows and a zstd mask) and committed by `daemon.reprocess.committer.Committer` into a real

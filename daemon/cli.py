@@ -124,7 +124,8 @@ def load_command(name: str, module: str):
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if EXTRAS.get(name) is None or exc.name is None or exc.name.startswith(("daemon", "engines")):
+        ours = exc.name is None or exc.name.startswith(("daemon", "engines"))
+        if EXTRAS.get(name) is None or ours:
             raise
         raise extra_needed(name, exc) from None
 

@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"{defaults.retries})")
     parser.add_argument("--resume", action="store_true",
                         help="continue into STORE after an interrupted run: only what is not "
-                        "done (with no ARCHIVE, the task list of that run; with ARCHIVE, a new scan)")
+                        "done (with no ARCHIVE, the task list of that run; with ARCHIVE, a new "
+                        "scan)")
     parser.add_argument("--config", type=Path,
                         help="TOML config: metadata, input patterns, model and post-processing "
                         "as for `artifactd run` (default: built-in defaults)")

@@ -61,7 +61,8 @@ class DriverError(RuntimeError):
 class Timings:
     """What the tasks reported about themselves: where the time went."""
 
-    runs: list[tuple[str, int, float, float]] = field(default_factory=list)  # worker, thread, start, end
+    # (worker, thread, start, end) of every task done
+    runs: list[tuple[str, int, float, float]] = field(default_factory=list)
     engines: dict[str, int] = field(default_factory=dict)  # worker -> engines it opened
     raised: int = 0  # task attempts that raised (each retried, or recorded after the last)
 

@@ -81,7 +81,8 @@ class FrameRow:
     def of(cls, result: FrameResult) -> FrameRow:
         labels = np.ascontiguousarray(result.labels)
         mask = bytes(_ZSTD.encode(labels)) if labels.any() else None
-        return cls(result.frame.meta, result.frame.key, labels.shape, result.score,  # type: ignore[arg-type]
+        key: FrameKey = result.frame.key  # type: ignore[assignment]  # files always have one
+        return cls(result.frame.meta, key, labels.shape, result.score,  # type: ignore[arg-type]
                    result.flagged, result.area_fraction, result.n_artifacts,
                    result.processed_at, result.unfamiliarity, result.artifacts, mask,
                    labels.dtype.str)
@@ -91,7 +92,8 @@ class FrameRow:
         if self.mask is None:
             labels = np.zeros(self.shape, dtype=np.uint16)
         else:
-            labels = np.frombuffer(_ZSTD.decode(self.mask), dtype=self.mask_dtype).reshape(self.shape)
+            raw = _ZSTD.decode(self.mask)
+            labels = np.frombuffer(raw, dtype=self.mask_dtype).reshape(self.shape)
         # A stand-in of the frame's shape that takes no memory: the store reads only its shape.
         pixels = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint16), self.shape, (0, 0))
         frame = Frame(self.meta, pixels, time.monotonic(), self.key, frame_id=self.key.source)
@@ -133,7 +135,8 @@ class ModelOnWorker(WorkerPlugin):
         self._decode: DecodeOptions | None = None
         self._idle: list[Engine] = []
         self._opened = 0
-        self._limit = 0  # engines this worker may hold; 0 until the backend is known
+        self._limit = 0  # engines this worker may hold: one per thread on a CPU, one per GPU
+        self._choice = None  # the backend, chosen once
 
     def teardown(self, worker) -> None:
         with self._ready:
@@ -163,15 +166,20 @@ class ModelOnWorker(WorkerPlugin):
                 self._ready.notify()
 
     def _load_bundle(self) -> None:
+        """The model card and the backend, once: how many engines this worker may hold is
+        known before the first one opens."""
         with self._ready:
             if self._bundle is not None:
                 return
+            model = self.config.model
             try:
                 bundle = load_model(self.model)
+                self._choice = choose_backend(model.backend, model.precision)
             except Exception as exc:
                 raise TaskFailed("model", f"model {self.model} cannot be loaded on worker "
                                  f"{self.worker.address} ({exc}); expected the same model "
                                  "folder on every worker") from None
+            self._limit = self.worker.state.nthreads if self._choice.device == "cpu" else 1
             self._analysis = Analysis.for_model(self.config, bundle)
             self._decode = DecodeOptions.from_config(self.config.input, self.config.metadata,
                                                      in_channels=bundle.card.in_channels)
@@ -180,7 +188,7 @@ class ModelOnWorker(WorkerPlugin):
     def _take(self) -> Engine:
         self._load_bundle()
         with self._ready:
-            while not self._idle and self._limit and self._opened >= self._limit:
+            while not self._idle and self._opened >= self._limit:
                 self._ready.wait()
             if self._idle:
                 return self._idle.pop()
@@ -194,13 +202,11 @@ class ModelOnWorker(WorkerPlugin):
             raise
 
     def _open(self) -> Engine:
-        model = self.config.model
+        model, bundle, choice = self.config.model, self._bundle, self._choice
+        assert bundle is not None and choice is not None  # _load_bundle ran
         try:
-            choice = choose_backend(model.backend, model.precision)
-            with self._ready:
-                self._limit = self.worker.state.nthreads if choice.device == "cpu" else 1
             engine = create_engine(
-                self._bundle, backend=choice.backend, precision=model.precision,  # type: ignore[arg-type]
+                bundle, backend=choice.backend, precision=model.precision,
                 threads=model.threads or 1, max_batch=self.config.pipeline.max_batch,
                 engine_cache=Path(model.engine_cache) if model.engine_cache else None)
         except Exception as exc:

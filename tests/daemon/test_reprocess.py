@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon.config import Config, ConfigError
 from daemon.reprocess.plan import (
     UNPARSED_PER_TASK,
     PlanError,
@@ -31,7 +32,6 @@ from daemon.reprocess.plan import (
     read_plan,
     write_plan,
 )
-from daemon.config import Config, ConfigError
 from daemon.simulate import SimulateOptions, simulate_plate
 from daemon.store import open_store_readonly
 from tests.daemon.service_helpers import REPO, config_file, run_once, wait_for
@@ -257,11 +257,20 @@ def test_the_service_never_imports_dask():
 def test_local_cluster_gives_the_tables_of_run_once_and_run_finds_them_done(
         archive, settings, tmp_path):
     store, once = tmp_path / "reprocessed.zarr", tmp_path / "once.zarr"
-    log = tmp_path / "log"
-    result = reprocess(str(archive), "--output", str(store), "--scheduler", "local:2",
-                       "--config", str(settings), log=log)
-    assert result.returncode == 0, log.read_text()
-    said = summary(result)
+    log, out = tmp_path / "log", tmp_path / "stdout"
+    with out.open("w") as handle:
+        driver = subprocess.Popen([sys.executable, "-m", "daemon.cli", "reprocess", str(archive),
+                                   "--output", str(store), "--scheduler", "local:2", "--config",
+                                   str(settings)], cwd=REPO, stdout=handle,
+                                  stderr=log.open("ab"), env=ENV)
+        seen = set()  # what a reader finds committed while the run goes on
+        while driver.poll() is None:
+            seen.add(committed_frames(store))
+            time.sleep(0.005)
+    assert driver.returncode == 0, log.read_text()
+    # Each append holds whole tasks (wells of 2 fields): a reader never sees half a well.
+    assert all(n % 2 == 0 for n in seen), seen
+    said = summary(subprocess.CompletedProcess([], 0, out.read_text()))
     assert "2 plate(s), 6 well(s), 12 frame(s) processed (12 stored" in said
     # The model is loaded once per worker and kept: 2 engines for 6 tasks on 2 workers.
     assert "6 task(s) done on a local cluster of 2 worker process(es) in " in said, said
