@@ -39,6 +39,12 @@ COMMANDS = {
         "artifactd export results.zarr --frames frames.csv --artifacts artifacts.csv",
         "artifactd export results.zarr --masks masks/",
     ]),
+    "reprocess": ("daemon.reprocess.command",
+                  "analyse an archive again on a Dask cluster, into one store", [
+        "artifactd reprocess /archive/2025 --output 2025-v2.zarr --model my_model   this machine",
+        "artifactd reprocess /archive/2025 --output 2025-v2.zarr --scheduler tcp://head:8786",
+        "artifactd reprocess --output 2025-v2.zarr --resume     finish an interrupted run",
+    ]),
     "synth": ("engines.data.synth_cli", "write a synthetic brightfield dataset with ground truth", [
         "artifactd synth --out data --count 200 --seed 1",
         "artifactd synth --out relief --count 50 --seed 2 --renderer relief --size 512",
@@ -61,7 +67,7 @@ COMMANDS = {
 }
 
 # Commands whose module needs an optional extra, and the extra that brings it.
-EXTRAS = {"train": "train", "eval": "train", "engines": "gpu"}
+EXTRAS = {"train": "train", "eval": "train", "engines": "gpu", "reprocess": "cluster"}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -118,12 +124,18 @@ def load_command(name: str, module: str):
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        extra = EXTRAS.get(name)
-        if extra is None or exc.name is None or exc.name.startswith(("daemon", "engines")):
+        ours = exc.name is None or exc.name.startswith(("daemon", "engines"))
+        if EXTRAS.get(name) is None or ours:
             raise
-        hint = "pip install torch==2.13.0 first on a CPU machine, then " if extra == "train" else ""
-        raise SystemExit(f"artifactd {name} needs {exc.name!r}, which the {extra!r} extra "
-                         f"installs: {hint}pip install 'artifactd[{extra}]'") from None
+        raise extra_needed(name, exc) from None
+
+
+def extra_needed(name: str, exc: ModuleNotFoundError) -> SystemExit:
+    """The one sentence that says which extra brings the module a command is missing."""
+    extra = EXTRAS[name]
+    hint = "pip install torch==2.13.0 first on a CPU machine, then " if extra == "train" else ""
+    return SystemExit(f"artifactd {name} needs {exc.name!r}, which the {extra!r} extra "
+                      f"installs: {hint}pip install 'artifactd[{extra}]'")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -229,6 +229,38 @@ class ServiceConfig:
         _choice("service.log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
+_SCHEDULER = re.compile(r"local(?::(?P<workers>[1-9]\d*))?|tcp://[^\s/:]+:\d{1,5}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReprocessConfig:
+    # `artifactd reprocess`: "local" (a LocalCluster, one worker per core), "local:N" (N
+    # workers) or the address of a running Dask scheduler, "tcp://HOST:PORT".
+    scheduler: str = "local"
+    fields_per_task: int = 0  # 0: one task per well; K: tasks of K fields each
+    retries: int = 2  # a task that raises is run again this many times (Dask's retries)
+    tasks_per_worker: int = 4  # tasks handed out ahead per worker thread (none waits for work)
+
+    def check(self) -> None:
+        local_workers(self.scheduler)
+        _positive("reprocess.fields_per_task", self.fields_per_task, allow_zero=True)
+        _positive("reprocess.retries", self.retries, allow_zero=True)
+        _positive("reprocess.tasks_per_worker", self.tasks_per_worker)
+
+
+def local_workers(scheduler: str) -> int | None:
+    """For "local" and "local:N", the workers to start (0: one per core); None for the
+    address of a running scheduler. A value that is neither stops with one sentence."""
+    match = _SCHEDULER.fullmatch(scheduler)
+    if match is None:
+        raise ConfigError(f"reprocess.scheduler (--scheduler): expected local, local:N (N worker "
+                          f"processes) or tcp://HOST:PORT of a running Dask scheduler, got "
+                          f"{scheduler!r}")
+    if not scheduler.startswith("local"):
+        return None
+    return int(match.group("workers") or 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     input: InputConfig = field(default_factory=InputConfig)
@@ -243,6 +275,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     optics: OpticsConfig = field(default_factory=OpticsConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    reprocess: ReprocessConfig = field(default_factory=ReprocessConfig)
 
     def with_section(self, name: str, **changes: Any) -> Config:
         """A copy with some keys of one section changed (command-line overrides)."""

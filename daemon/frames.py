@@ -18,7 +18,7 @@ from engines.runtime.postprocess import (
 STATIONARY = "stationary"
 
 __all__ = ["ARTIFACT_COLUMNS", "STATIONARY", "Frame", "FrameFailure", "FrameKey", "FrameMeta",
-           "FrameResult", "ReadyFile", "pixel_digest"]
+           "FrameResult", "ReadyFile", "file_identity", "pixel_digest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +71,8 @@ class Frame:
         (an acquisition run again with the same ids) is a new frame.
         """
         if self.key is not None:
-            return f"{self.key.source}|{self.key.size}|{self.key.mtime_ns}"
+            return file_identity(self.key)
         return f"zmq:{self.frame_id}#{self.digest}" if self.digest else f"zmq:{self.frame_id}"
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +94,11 @@ class FrameResult:
     # True when the store already held this frame (a re-send, or a replay after a crash): the
     # verdict fields are then the stored ones, and nothing is stored or counted again.
     duplicate: bool = False
+
+
+def file_identity(key: FrameKey) -> str:
+    """The store's identity of one version of a file: "source|size|mtime_ns"."""
+    return f"{key.source}|{key.size}|{key.mtime_ns}"
 
 
 def pixel_digest(pixels: np.ndarray) -> str:

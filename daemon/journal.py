@@ -129,6 +129,17 @@ class Journal:
                 raise JournalError(self._describe(exc)) from exc
         return None if row is None else str(row[0])
 
+    def done_keys(self) -> set[FrameKey]:
+        """Every done file version (`artifactd reprocess --resume` skips them)."""
+        with self._lock:
+            try:
+                rows = self._connection().execute(
+                    "SELECT source, size, mtime_ns FROM done"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(self._describe(exc)) from exc
+        return {FrameKey(source, size, mtime_ns) for source, size, mtime_ns in rows}
+
     def commit(self, keys: Sequence[FrameKey], outcome: str) -> None:
         """Record keys as done with one outcome, in one transaction.
 

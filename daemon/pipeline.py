@@ -28,16 +28,15 @@ from typing import Protocol
 
 import numpy as np
 
+from daemon.analysis import Analysis, Scored
 from daemon.config import PipelineConfig
 from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import STATIONARY, Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from daemon.retries import Retries
-from engines.runtime.analyse import AnalysisOptions, infer, measure
 from engines.runtime.base import Engine
 from engines.runtime.familiarity import Familiarity
 from engines.runtime.postprocess import PostprocessOptions
-from engines.timestamps import timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +84,6 @@ class PipelineParts:
     # so the stored artifact table says which; called on the writer thread, in arrival order.
     mark_stationary: Callable[[Sequence[FrameResult]], list[FrameResult]] | None = None
 
-    @property
-    def analysis(self) -> AnalysisOptions:
-        return AnalysisOptions(self.detect_threshold, self.segment_all, self.postprocess)
-
 
 @dataclass(slots=True)
 class Tally:
@@ -108,17 +103,12 @@ class Tally:
                 self.not_done.append(failure.source)
 
 
-@dataclass(slots=True)
-class Scored:
-    frame: Frame
-    score: float
-    probability: np.ndarray | None  # None: not segmented (not flagged)
-
-
 class Pipeline:
     def __init__(self, parts: PipelineParts, config: PipelineConfig) -> None:
         self.parts = parts
         self.config = config
+        self.analysis = Analysis(parts.postprocess, parts.detect_threshold, parts.segment_all,
+                                 parts.familiarity)
         size = config.queue_size
         self.decode_q: queue.Queue = queue.Queue(size)
         self.batch_q: queue.Queue = queue.Queue(size)
@@ -323,11 +313,10 @@ class Pipeline:
 
     def _infer(self, engine: Engine, frames: list[Frame]) -> None:
         metrics = self.parts.metrics
-        batch = np.stack([f.pixels for f in frames])
         metrics.batch_size.observe(len(frames))
         try:
             started = time.perf_counter()
-            scores, probabilities = infer(engine, batch, self.parts.analysis)
+            scored = self.analysis.infer(engine, frames)
             metrics.inference.observe(time.perf_counter() - started)
         except Exception as exc:  # one bad batch must not stop the service
             logger.exception("inference failed for a batch of %d frames", len(frames))
@@ -335,8 +324,8 @@ class Pipeline:
                 failure = self._failure(frame, "inference", f"inference failed ({exc})")
                 self._retry_or_fail(frame, failure, self.batch_q)
             return
-        for frame, score, probability in zip(frames, scores, probabilities, strict=True):
-            self._put(self.post_q, Scored(frame, float(score), probability))
+        for item in scored:
+            self._put(self.post_q, item)
 
     def _post_loop(self) -> None:
         for item in self._until_end(self.post_q, "postprocess"):
@@ -349,13 +338,7 @@ class Pipeline:
         self._pass_end("postprocess", self.write_q, 1)
 
     def _measure(self, item: Scored) -> FrameResult:
-        frame = item.frame
-        found = measure(item.score, item.probability, frame.pixels, self.parts.analysis,
-                        frame.meta.pixel_size_um, self.parts.familiarity)
-        return FrameResult(
-            frame, found.score, found.flagged, found.labels, found.artifacts,
-            found.area_fraction, found.n_artifacts, timestamp(), found.unfamiliarity,
-        )
+        return self.analysis.measure(item)
 
     @staticmethod
     def _failure(frame: Frame, reason: str, message: str) -> FrameFailure:
@@ -466,24 +449,8 @@ class Pipeline:
         return None
 
     def _append(self, results: list[FrameResult]) -> tuple[list[FrameResult], list[FrameFailure]]:
-        """Append; on a fault that is not I/O, one by one, so only the faulty frame fails."""
-        if not results:
-            return [], []
-        try:
-            written = self.parts.store.append(results)
-            return self._mark_duplicates(results, written), []
-        except Exception as exc:
-            if is_io_failure(exc):
-                raise
-            if len(results) == 1:
-                return [], [_unstorable(results[0], exc)]
-        stored: list[FrameResult] = []
-        refused: list[FrameFailure] = []
-        for result in results:
-            kept, failed = self._append([result])
-            stored += kept
-            refused += failed
-        return stored, refused
+        kept, written, refused = append_or_refuse(self.parts.store, results)
+        return self._mark_duplicates(kept, written), refused
 
     def _mark_duplicates(self, results: list[FrameResult], written: list[str]) -> list[FrameResult]:
         """Results the store already held (a re-sent frame, a replay after a crash) come back
@@ -522,17 +489,8 @@ class Pipeline:
             self.parts.metrics.output_ok.set(0)
 
     def _commit(self, results: list[FrameResult], failures: list[FrameFailure]) -> None:
-        journal = self.parts.journal
-        if journal is None:
-            return
-        for outcome in ("clean", "flagged"):
-            keys = [r.frame.key for r in results
-                    if r.frame.key is not None and (r.flagged == (outcome == "flagged"))]
-            if keys:
-                journal.commit(keys, outcome)
-        for failure in failures:
-            if failure.key is not None and failure.reason not in PASSING_REASONS:
-                journal.commit([failure.key], f"failed:{failure.reason}")
+        if self.parts.journal is not None:
+            commit_done(self.parts.journal, results, failures)
 
     def _account(self, results: list[FrameResult], failures: list[FrameFailure],
                  latencies: list[float]) -> None:
@@ -559,6 +517,50 @@ class Pipeline:
             metrics.failed.labels(reason=failure.reason).inc()
             self.tally.add_failure(failure)
             logger.warning("%s", failure.message)
+
+
+def append_or_refuse(store: ResultsWriter, results: Sequence[FrameResult]
+                     ) -> tuple[list[FrameResult], list[str], list[FrameFailure]]:
+    """Append; on a fault that is not I/O, one by one, so only the faulty frame fails.
+
+    Returns the results the store took or already held, the identities it wrote (those it
+    held are not among them) and a failure for each result it refused. I/O faults of the
+    store itself are raised, for the caller to retry.
+    """
+    if not results:
+        return [], [], []
+    try:
+        return list(results), list(store.append(results)), []
+    except Exception as exc:
+        if is_io_failure(exc):
+            raise
+        if len(results) == 1:
+            return [], [], [_unstorable(results[0], exc)]
+    kept: list[FrameResult] = []
+    written: list[str] = []
+    refused: list[FrameFailure] = []
+    for result in results:
+        k, w, r = append_or_refuse(store, [result])
+        kept += k
+        written += w
+        refused += r
+    return kept, written, refused
+
+
+def commit_done(journal: DoneJournal, results: Sequence[FrameResult],
+                failures: Sequence[FrameFailure], *, passing: frozenset[str] = PASSING_REASONS
+                ) -> None:
+    """Journal as done the file versions whose results (or whose failure for their own
+    content) are durable in the store; call it only after the store has them. A failure for
+    a `passing` reason is not done: the file is processed again."""
+    for outcome in ("clean", "flagged"):
+        keys = [r.frame.key for r in results
+                if r.frame.key is not None and (r.flagged == (outcome == "flagged"))]
+        if keys:
+            journal.commit(keys, outcome)
+    for failure in failures:
+        if failure.key is not None and failure.reason not in passing:
+            journal.commit([failure.key], f"failed:{failure.reason}")
 
 
 def is_io_failure(exc: BaseException | None) -> bool:

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from daemon.analysis import postprocess_options, segment_all
 from daemon.config import Config, ConfigError, load_config
 from daemon.decode import DecodeOptions
 from daemon.metadata import check_regex
@@ -30,8 +31,7 @@ from daemon.optics import OpticsTracker
 from daemon.pipeline import Pipeline, PipelineParts
 from daemon.unfamiliar import UnfamiliarPlates
 from engines.runtime.familiarity import Familiarity
-from engines.runtime.modelcard import ModelBundle, ModelError, load_model, segments_every_frame
-from engines.runtime.postprocess import PostprocessOptions
+from engines.runtime.modelcard import ModelError, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -88,23 +88,6 @@ def check_input(config: Config) -> None:
 
 class StartupError(RuntimeError):
     """Something outside the config stops start-up (output not writable, port taken)."""
-
-
-def postprocess_options(config: Config, bundle: ModelBundle) -> PostprocessOptions:
-    pp, card = config.postprocess, bundle.card
-    method = "adaptive" if pp.method == "adaptive" else "fixed"
-    threshold = card.segment_threshold if pp.method == "model" else pp.threshold
-    return PostprocessOptions(
-        method=method, threshold=threshold, adaptive_block_px=pp.adaptive_block_px,
-        min_area_px=pp.min_area_px or card.min_area_px, min_area_um2=pp.min_area_um2,
-        fill_holes=pp.fill_holes,
-    )
-
-
-def segment_all(config: Config, bundle: ModelBundle) -> bool:
-    """Whether the segmenter runs on every frame: as configured, or as the model card says."""
-    override = None if config.model.segment == "model" else config.model.segment
-    return segments_every_frame(bundle.card, override)
 
 
 class Service:

@@ -25,7 +25,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +92,6 @@ class FolderSource:
         self._root = os.path.abspath(root if root is not None else config.folder)
         self._on_ready = on_ready
         self._is_done = is_done
-        self._patterns = tuple(p.lower() for p in config.patterns)
         self._tick = min(0.5, max(0.05, config.settle_s / 4))
         # Shared with the watchdog thread: path -> latest change, in arrival order.
         self._changes: dict[str, float | _Change] = {}  # float: seen complete at that time
@@ -156,16 +155,7 @@ class FolderSource:
                 self._wakeup.notify()
 
     def _wanted(self, path: str) -> bool:
-        relative = os.path.relpath(path, self._root)
-        parts = relative.split(os.sep)
-        if parts[0] == os.pardir or (len(parts) > 1 and not self._config.recursive):
-            return False
-        if any(part.startswith(".") for part in parts):
-            return False
-        name = parts[-1].lower()
-        if name.endswith(TEMPORARY_SUFFIXES):
-            return False
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self._patterns)
+        return is_frame_file(os.path.relpath(path, self._root), self._config)
 
     def _start_observer(self) -> BaseObserver:
         handler = _EventHandler(self)
@@ -207,17 +197,7 @@ class FolderSource:
             self._wakeup.notify_all()
 
     def _scan_backlog(self) -> None:
-        found: list[tuple[int, str]] = []
-        for folder, dirs, files in os.walk(self._root, onerror=_log_walk_error):
-            dirs[:] = [d for d in dirs if not d.startswith(".")] if self._config.recursive else []
-            for name in files:
-                path = os.path.join(folder, name)
-                if self._wanted(path):
-                    try:
-                        found.append((os.stat(path).st_mtime_ns, path))
-                    except OSError:
-                        continue
-        found.sort()
+        found = sorted((st.st_mtime_ns, path) for path, st in frame_files(self._root, self._config))
         now, wall_ns = time.monotonic(), time.time_ns()
         settle_ns = int(self._config.settle_s * 1e9)
         self._backlog_left = {path for _, path in found}
@@ -287,7 +267,7 @@ class FolderSource:
         self._resolve_backlog(path)
 
     def _key(self, path: str, version: tuple[int, int]) -> FrameKey:
-        return FrameKey(_source_name(os.path.relpath(path, self._root)), *version)
+        return FrameKey(source_name(os.path.relpath(path, self._root)), *version)
 
     def _forget_done(self) -> None:
         """Drop the handed-on versions the journal holds; keep those still in the pipeline.
@@ -359,7 +339,34 @@ class _EventHandler(FileSystemEventHandler):
             self._source._note(os.fsdecode(event.src_path), _Change.GONE)
 
 
-def _source_name(relative: str) -> str:
+def is_frame_file(relative: str, config: InputConfig) -> bool:
+    """Whether the file at `relative` (to the input folder) is a frame: it matches
+    input.patterns, is not hidden or temporary, and lies in a subfolder only when recursive."""
+    parts = relative.split(os.sep)
+    if parts[0] == os.pardir or (len(parts) > 1 and not config.recursive):
+        return False
+    if any(part.startswith(".") for part in parts):
+        return False
+    name = parts[-1].lower()
+    if name.endswith(TEMPORARY_SUFFIXES):
+        return False
+    return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in config.patterns)
+
+
+def frame_files(root: str, config: InputConfig) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, stat) of every frame file under `root` now, as the backlog scan sees them."""
+    for folder, dirs, files in os.walk(root, onerror=_log_walk_error):
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if config.recursive else []
+        for name in files:
+            path = os.path.join(folder, name)
+            if is_frame_file(os.path.relpath(path, root), config):
+                try:
+                    yield path, os.stat(path)
+                except OSError:
+                    continue
+
+
+def source_name(relative: str) -> str:
     """The file's name in the journal and the store: its relative path with forward slashes.
 
     A name that is not valid UTF-8 (written by another OS, say) keeps its odd bytes as
