@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m daemon.demo
 
+# The layer contracts in pyproject.toml ([tool.importlinter]) first, then the tests.
 test: $(STAMP) test-tools
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 # promtool, systemd-analyze and a headless Chromium (the plate page's browser tests) are used by

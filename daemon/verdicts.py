@@ -27,8 +27,8 @@ import zmq
 
 from daemon.alerts import Alert
 from daemon.config import ConfigError, VerdictsConfig
+from daemon.endpoints import binds_all_interfaces
 from daemon.frames import FrameResult
-from daemon.sources.zmq import binds_all_interfaces
 
 logger = logging.getLogger(__name__)
 

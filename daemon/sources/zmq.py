@@ -204,14 +204,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def binds_all_interfaces(endpoint: str) -> bool:
-    """True for tcp://*:PORT, tcp://0.0.0.0:PORT and the IPv6 equivalents."""
-    if not endpoint.startswith("tcp://"):
-        return False
-    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
-    return host in ("*", "0.0.0.0", "::", "[::]", "[*]")
-
-
 class ZmqSource:
     """Receives frames on a ZeroMQ socket and hands each one to `on_frame`."""
 
