@@ -45,6 +45,7 @@ import numpy as np
 import zmq
 
 from daemon.config import ConfigError, ZmqConfig
+from daemon.endpoints import binds_all_interfaces
 from daemon.frames import Frame, FrameMeta, pixel_digest
 from daemon.metrics import Metrics
 from daemon.threads import StoppableThread
