@@ -6,10 +6,14 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engines.postprocess import ARTIFACT_COLUMNS  # the measurements, defined where they are made
+
+if TYPE_CHECKING:
+    from daemon.thumbnails import Thumbnail
 
 __all__ = ["ARTIFACT_COLUMNS", "Frame", "FrameFailure", "FrameKey", "FrameMeta", "FrameResult", "ReadyFile",
            "pixel_digest"]
@@ -89,6 +93,8 @@ class FrameResult:
     # True when the store already held this frame (a re-send, or a replay after a crash): the
     # verdict fields are then the stored ones, and nothing is stored or counted again.
     duplicate: bool = False
+    # A small copy of the frame and its labels (daemon.thumbnails); None when turned off.
+    thumbnail: Thumbnail | None = None
 
 
 def pixel_digest(pixels: np.ndarray) -> str:

@@ -33,6 +33,7 @@ from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from daemon.retries import Retries
+from daemon.thumbnails import make_thumbnail
 from engines.backends.base import Engine
 from engines.familiarity import Familiarity
 from engines.modelcard import frame_flagged
@@ -81,6 +82,7 @@ class PipelineParts:
     segment_all: bool = False
     sinks: tuple[Sink, ...] = ()
     familiarity: Familiarity | None = None  # the model's training frames' appearance
+    thumbnail_downsample: int = 0  # a thumbnail per frame at 1/this scale; 0 = none
 
 
 @dataclass(slots=True)
@@ -353,6 +355,14 @@ class Pipeline:
         self._pass_end("postprocess", self.write_q, 1)
 
     def _measure(self, item: Scored) -> FrameResult:
+        result = self._find(item)
+        if not self.parts.thumbnail_downsample:
+            return result
+        # Here, not in the writer: the post-processing threads make them side by side.
+        thumbnail = make_thumbnail(result.frame.pixels, result.labels, self.parts.thumbnail_downsample)
+        return replace(result, thumbnail=thumbnail)
+
+    def _find(self, item: Scored) -> FrameResult:
         frame = item.frame
         intensity = frame.pixels if frame.pixels.ndim == 2 else frame.pixels[0]
         stamp = timestamp()
