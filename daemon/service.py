@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="process what is in the input folder, print a summary and exit: 0 when every "
                         "file is done, 1 when some are left to process again (named in the log)")
     parser.add_argument("--metrics-port", type=int, help="overrides metrics.port (0: any free port)")
+    parser.add_argument("--web-port", type=int, help="overrides web.port (0: any free port)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -72,6 +73,8 @@ def configure(args: argparse.Namespace) -> Config:
         config = config.with_section("output", store=str(args.output), journal=config.output.journal)
     if args.metrics_port is not None:
         config = config.with_section("metrics", port=args.metrics_port)
+    if getattr(args, "web_port", None) is not None:
+        config = config.with_section("web", port=args.web_port)
     check_regex(config.metadata)
     check_input(config)
     return config
@@ -100,6 +103,14 @@ def postprocess_options(config: Config, bundle: ModelBundle) -> PostprocessOptio
     )
 
 
+def recorded_config(config: Config) -> dict:
+    """The config as the store records it: the web tokens' names, never the tokens."""
+    recorded = asdict(config)
+    recorded["web"]["tokens"] = [entry.partition(":")[0] + ":(not recorded)"
+                                 for entry in config.web.tokens]
+    return recorded
+
+
 def segment_all(config: Config, bundle: ModelBundle) -> bool:
     """Whether the segmenter runs on every frame: as configured, or as the model card says."""
     override = None if config.model.segment == "model" else config.model.segment
@@ -123,13 +134,14 @@ class Service:
         try:
             self.store = ResultsStore(config.output.store, attributes={
                 "models": {"id": bundle.model_id, "card": asdict(bundle.card)},
-                "config": asdict(config),
+                "config": recorded_config(config),
             })
         except StoreError as exc:
             raise StartupError(f"{exc}; expected a writable output.store") from None
         self._closers.append(self.store.close)
         self.journal = Journal(config.output.journal_path())
         self._closers.append(self.journal.close)
+        self.summary = self._plate_summary()
         engines = create_engines(
             bundle, workers=config.pipeline.engine_workers, backend=config.model.backend,
             precision=config.model.precision, threads=config.model.threads,
@@ -138,6 +150,8 @@ class Service:
         )
         self._closers.extend(engine.close for engine in engines)
         info = engines[0].info
+        self.engine = {"backend": info.backend, "device": info.device, "model": info.model,
+                       "precision": info.precision, "workers": len(engines)}
         self.metrics.engine_info.labels(info.backend, info.model, info.precision).set(1)
         logger.info("engine: %s on %s, model %s, %s; %d side by side", info.backend, info.device,
                     info.model, info.precision, len(engines))
@@ -151,10 +165,35 @@ class Service:
                 segment_all=segment_all(config, bundle),
                 sinks=self._sinks(),
                 familiarity=Familiarity.from_dict(bundle.card.familiarity),
+                thumbnail_downsample=(config.thumbnails.downsample
+                                      if config.thumbnails.enabled else 0),
             ),
             config.pipeline,
         )
         self.sources: list = []
+        self.page = None
+
+    def _plate_summary(self):
+        """The plate page's summary, with what the store already holds; None when off."""
+        if not self.config.web.enabled:
+            return None
+        from daemon.web.summary import PlateSummary
+
+        started = time.monotonic()
+        summary = PlateSummary(self.config.web.plate_format)
+        n = summary.load(self.store)
+        if n:
+            logger.info("plate page: %d stored frames read in %.1f s", n, time.monotonic() - started)
+        return summary
+
+    def page_status(self) -> dict:
+        """What the plate page shows beside the map, besides the summary's own figures."""
+        return {
+            "backlog": self.pipeline.in_flight,
+            "failures": dict.copy(self.pipeline.tally.failed),  # one C call: safe across threads
+            "engine": self.engine,
+            "store_writable": self.pipeline.store_healthy.is_set(),
+        }
 
     def _sinks(self) -> tuple:
         sinks = []
@@ -173,6 +212,9 @@ class Service:
             webhook.start()
             self._closers.append(lambda: (webhook.stop(), webhook.join()))
             alert_sinks.append(webhook.notify)
+        if self.summary is not None:
+            sinks.append(self.summary.sink(self.store))
+            alert_sinks.append(self.summary.alert)
         sinks.append(UnfamiliarPlates(self.metrics))
         if self.config.alerts.enabled:
             from daemon.alerts import ContaminationMonitor
@@ -189,6 +231,7 @@ class Service:
         try:
             if self.config.metrics.enabled:
                 server, thread = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+            self._start_page()
             self.pipeline.start()
             self._start_sources()
             self.notifier.ready()
@@ -205,6 +248,17 @@ class Service:
                 server.server_close()
                 thread.join()
         return self._shutdown()
+
+    def _start_page(self) -> None:
+        if self.summary is None:
+            return
+        from daemon.web.server import PlatePage
+
+        page = PlatePage(self.config.web, self.summary, self.store, self.page_status)
+        page.start()
+        self.page = page
+        # Closed before the store: its requests read thumbnails and write corrections.
+        self._closers.append(page.stop)
 
     def _start_sources(self) -> None:
         if self.config.input.folder:
