@@ -165,8 +165,11 @@ class PlatePage:
         else:
             try:
                 response = await handler(request)
-            except web.HTTPException as exc:
+            except web.HTTPException as exc:  # every refusal as JSON, its headers kept
                 response = _problem(exc.status, exc.text or exc.reason)
+                for name in ("WWW-Authenticate", "Allow"):
+                    if name in exc.headers:
+                        response.headers[name] = exc.headers[name]
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         return response

@@ -130,7 +130,7 @@ class PlateSummary:
     """Thread-safe: the writer thread observes, the page's handlers read."""
 
     def __init__(self, plate_format: str = "auto", *, max_plates: int = MAX_PLATES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 change_log: int = CHANGE_LOG, clock: Callable[[], float] = time.monotonic) -> None:
         self._fixed = None if plate_format == "auto" else int(plate_format)
         self._max_plates = max_plates
         self._clock = clock
@@ -138,7 +138,7 @@ class PlateSummary:
         self._plates: dict[str, PlateView] = {}
         self._rows: dict[int, tuple[str, str, Any]] = {}  # row -> (plate, well, field key)
         self.version = 0
-        self._log: deque[tuple[int, str, str]] = deque(maxlen=CHANGE_LOG)
+        self._log: deque[tuple[int, str, str]] = deque(maxlen=change_log)
         self._durable: deque[tuple[float, int]] = deque()  # (when, frames) per batch
         self._started = clock()
         self.frames = 0  # made durable in this run

@@ -398,7 +398,8 @@ function showViewer(index) {
     img.hidden = true;
   }
   $("viewer-facts").replaceChildren(verdictBadges(field), " score ", bold(fmt(field.score, 3)), " · area ",
-    bold(`${fmt(field.area_fraction * 100, 2)} %`), " · ", bold(field.n_artifacts), " artifacts");
+    bold(`${fmt(field.area_fraction * 100, 2)} %`), " · ", bold(field.n_artifacts),
+    field.n_artifacts === 1 ? " artifact" : " artifacts");
   $("viewer-actions").replaceChildren(correctionButtons(field));
   $("viewer-prev").disabled = index === 0;
   $("viewer-next").disabled = index === fields.length - 1;
