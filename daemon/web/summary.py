@@ -105,6 +105,10 @@ class PlateView:
     frames: int = 0  # fields currently shown
     flagged: int = 0
 
+    # Wells with no place on the map (a CQ1 number, one beyond a configured layout): kept as
+    # they come, so that a header costs what it holds, not a pass over 1536 wells.
+    outside: set[str] = field(default_factory=set)
+
     def well(self, name: str) -> WellView:
         well = self.wells.get(name)
         if well is None:
@@ -112,10 +116,13 @@ class PlateView:
             position = parse_well(name)
             if position is not None and self.fixed_format is None and not fits(self.format, position):
                 self.format = max(self.format, infer_format([position]))  # grows, never shrinks
+                self.outside = {w for w in self.outside if not _placed(w, self.format)}
+            if not _placed(name, self.format):
+                self.outside.add(name)
         return well
 
     def unplaced(self) -> list[str]:
-        return sorted(w for w in self.wells if (p := parse_well(w)) is None or not fits(self.format, p))
+        return sorted(self.outside)
 
     def header(self) -> dict[str, Any]:
         return {"name": self.name, "format": self.format, "frames": self.frames,
@@ -306,6 +313,11 @@ class PlateSummary:
                 "alerts": alerts,
                 "recent_alerts": list(self._recent_alerts)[::-1],
             }
+
+
+def _placed(well: str, wells: int) -> bool:
+    position = parse_well(well)
+    return position is not None and fits(wells, position)
 
 
 def _view_from_result(row: int, result: FrameResult) -> FieldView:

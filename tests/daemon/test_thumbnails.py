@@ -167,3 +167,22 @@ def test_a_store_written_before_thumbnails_opens_and_grows(tmp_path: Path):
     with ResultsStore(path) as store:
         store.append([with_thumbnail(make_result(1))])
         assert store.thumbnail(0) is None and store.thumbnail(1) is not None
+
+
+def test_a_frame_without_artifacts_stores_no_label_chunk_but_reads_zeros(tmp_path: Path):
+    clean, dirty = with_thumbnail(make_result(0, n_artifacts=0)), with_thumbnail(make_result(1))
+    path = tmp_path / "results.zarr"
+    chunks = path / "thumbnails" / "16x16" / "labels" / "artifacts" / "0" / "c"
+    with ResultsStore(path) as store:
+        store.append([clean, dirty])
+        assert not (chunks / "0").exists() and (chunks / "1").exists()
+        assert not store.thumbnail(0).labels.any()
+        # A chunk left at the next index by an append that failed after landing it: a clean
+        # frame stored there overwrites it rather than inheriting its artifacts.
+        import shutil
+
+        shutil.copytree(chunks / "1", chunks / "2")
+        store.append([with_thumbnail(make_result(2, n_artifacts=0))])
+        assert not store.thumbnail(2).labels.any()
+    root = zarr.open_group(path, mode="r")
+    assert not root["thumbnails/16x16/labels/artifacts/0"][0].any()

@@ -13,6 +13,8 @@ const page = {
   viewer: -1,          // index in page.well.fields shown large, -1 when closed
   access: { local: true, token_needed: false },
   events: null,
+  timings: [],         // ms each of the last 200 updates took to apply (bench/plate_page.py)
+  drawnAt: null,       // when the map was last drawn (performance.now())
 };
 const $ = (id) => document.getElementById(id);
 
@@ -62,6 +64,7 @@ function setConnection(state, text) {
 // ------------------------------------------------------------------------------- plates
 
 function applyChanges(changes) {
+  const started = performance.now();  // the cost of an update, for bench/plate_page.py
   page.version = changes.version;
   let tabs = false;
   for (const header of changes.plates) {
@@ -90,6 +93,8 @@ function applyChanges(changes) {
   if (page.redraw) { page.redraw = false; renderPlate(); } else renderCounts();
   if (tabs) renderTabs(); else updateTabCounts();
   if (openWellChanged) openWell(page.well.plate, page.well.well, { quiet: true });
+  page.timings.push(performance.now() - started);
+  if (page.timings.length > 200) page.timings.shift();
 }
 
 function renderTabs() {
@@ -158,6 +163,7 @@ function renderPlate() {
   grid.replaceChildren(...parts);
   renderCounts();
   renderUnplaced(plate);
+  page.drawnAt = performance.now();
 }
 
 // One click handler for the whole map (1536 squares need no 1536 listeners).
