@@ -96,7 +96,8 @@ def service(tmp_path: Path):
     verdicts = f"tcp://127.0.0.1:{free_port()}"
     config = config_file(tmp_path, input_dir=folder, store=store,
                          metadata={"preset": "generic"}, web={"port": 0},
-                         verdicts={"enabled": True, "endpoint": verdicts})
+                         verdicts={"enabled": True, "endpoint": verdicts},
+                         alerts={"well_flagged_fields": 1})
     log = tmp_path / "service.log"
     process = start_service(config, log=log)
     try:
@@ -122,7 +123,9 @@ def test_the_plate_fills_in_live_and_a_correction_becomes_a_label(service, tmp_p
             assert "Waiting for the first frame" in chrome.find_element("id", "plate-title").text
             time.sleep(0.5)  # the SUB socket joins before the first verdict
             wells = [write_frame(folder, i) for i in range(DIRTY + CLEAN)]
+            (folder / "Screen7_H12_f1.tif").write_bytes(b"not a TIFF at all")  # a failure
             verdicts = watch_wells_turn(chrome, sub, len(wells), log, process)
+            check_the_side_column(chrome)
 
             flagged = [w for w, v in verdicts.items() if v["flagged"]]
             assert flagged and len(flagged) < len(verdicts), \
@@ -181,6 +184,19 @@ def watch_wells_turn(chrome, sub, expected: int, log: Path, process) -> dict[str
         time.sleep(0.05)
     assert len(verdicts) == expected and not waiting, (verdicts, waiting, log.read_text()[-2000:])
     return verdicts
+
+
+def check_the_side_column(chrome) -> None:
+    """Failures by reason, the engine, and the alerts (one flagged field fires a well alert
+    with alerts.well_flagged_fields = 1), as the service reports them."""
+    wait_for(lambda: "not_tiff" in chrome.find_element("id", "failures").text, 10,
+             "the failure to be listed")
+    assert chrome.find_element("id", "failures").text.split() == ["not_tiff", "1"]
+    assert "onnxruntime" in chrome.find_element("id", "engine").text
+    wait_for(lambda: chrome.find_elements("css selector", "#alerts li.alert.firing"), 10,
+             "a firing alert")
+    assert "flagged fields" in chrome.find_element("css selector", "#alerts li.alert.firing").text
+    assert chrome.find_element("id", "backlog").text == "0"
 
 
 def open_well_and_check_outlines(chrome, port: int, well: str) -> int:

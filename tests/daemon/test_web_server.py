@@ -319,3 +319,16 @@ def test_an_installed_package_has_the_page(tmp_path: Path):
     from daemon.web.server import STATIC
 
     assert done.stdout.split() == [str(len(STATIC))]
+
+
+def test_stopping_ends_open_event_streams_at_once(tmp_path: Path):
+    served = Served(tmp_path, WebConfig(port=0))
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    connection.request("GET", "/api/events?since=0")
+    stream = connection.getresponse()
+    read_event(stream, "status", time.monotonic() + 5)
+    started = time.monotonic()
+    served.close()
+    assert time.monotonic() - started < 3.0
+    assert stream.read() is not None  # the stream ended (no hang)
+    connection.close()
