@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import http.client
-import json
 import shutil
 import statistics
 import tempfile
@@ -310,12 +309,12 @@ def run(args: argparse.Namespace, work: Path) -> None:
 
 
 def pipeline_with_and_without(work: Path, count: int) -> tuple[float, float]:
+    import tifffile
+
     from bench.pipeline import linked_copies, make_frames, through_pipeline, warm_up
     from daemon.config import Config
     from engines.backends.select import create_engines
     from engines.modelcard import load_model
-
-    import tifffile
 
     bundle = load_model("default")
     config = Config()

@@ -45,8 +45,9 @@ class CorrectionTables(Protocol):
 def latest(table: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """identity -> its latest correction (label, by, at, frame_row, source)."""
     found: dict[str, dict[str, Any]] = {}
+    names = [name for name in table if name != "identity"]
     for i, identity in enumerate(table["identity"]):
-        found[str(identity)] = {name: _plain(table[name][i]) for name in table if name != "identity"}
+        found[str(identity)] = {name: _plain(table[name][i]) for name in names}
     return found
 
 

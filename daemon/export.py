@@ -266,8 +266,9 @@ def export_labels(store: ResultsStore, path: Path) -> int:
         logger.warning("%d correction(s) left out: their file was rewritten and processed again "
                        "since, so they no longer describe what is on disk", labels.replaced)
     if n and min(counts.values()) == 0:
+        only = "clean" if counts["clean"] else "artifact"
         logger.warning("%s holds only %s frames; `artifactd train` needs both classes: add "
-                       "labelled frames of the other", path, "clean" if counts["clean"] else "artifact")
+                       "labelled frames of the other", path, only)
     return n
 
 

@@ -205,7 +205,8 @@ class ThumbnailStacks:
                                               pixel_size_um, downsample)
         batch.new = {}
 
-    def writes(self, batch: ThumbnailBatch, stage_bytes: Callable[[str, bytes], None]) -> list[Coroutine]:
+    def writes(self, batch: ThumbnailBatch,
+               stage_bytes: Callable[[str, bytes], None]) -> list[Coroutine]:
         """Coroutines that write the batch's thumbnails: staged, landed with the append."""
         return [self._write(self.stacks[name], thumbnails, stage_bytes)
                 for name, thumbnails in batch.pending.items()]
@@ -217,10 +218,9 @@ class ThumbnailStacks:
         for arr in stack.arrays():
             if arr.shape[0] != end:
                 await arr.resize((end, *arr.shape[1:]))
-        for arr, key, planes in zip(stack.arrays(), stack.keys(),
-                                    ([t.image for t in thumbnails],
-                                     [t.labels.astype(LABEL_DTYPE, copy=False) for t in thumbnails]),
-                                    strict=True):
+        images = [t.image for t in thumbnails]
+        labels = [t.labels.astype(LABEL_DTYPE, copy=False) for t in thumbnails]
+        for arr, key, planes in zip(stack.arrays(), stack.keys(), (images, labels), strict=True):
             encoder = self._encoder(arr)
             if encoder is None:  # a layout this module did not write: zarr encodes it
                 await arr.setitem(slice(start, end), np.stack(planes))

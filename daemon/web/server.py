@@ -79,7 +79,8 @@ class PlatePage:
         self.store = store
         self._status = status
         self._tokens = config.token_names()
-        self._pages = {name: (files("daemon.web") / "static" / name).read_bytes() for name in STATIC}
+        static = files("daemon.web") / "static"
+        self._pages = {name: (static / name).read_bytes() for name in STATIC}
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="web-io")
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._ready = threading.Event()
@@ -87,7 +88,7 @@ class PlatePage:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Event | None = None
         self.port = 0
-        self._png = lru_cache(maxsize=512)(self._render)
+        self._png = lru_cache(maxsize=128)(self._render)  # ~60 kB each: a few wells
 
     # ------------------------------------------------------------------ lifetime
 
@@ -180,7 +181,8 @@ class PlatePage:
         if header:
             scheme, _, token = header.partition(" ")
             for known, name in self._tokens.items():
-                if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), known.encode()):
+                if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(),
+                                                                      known.encode()):
                     return name
             logger.warning("plate page: a correction from %s with a wrong token was refused",
                            request.remote)
@@ -305,7 +307,8 @@ class PlatePage:
         return response
 
 
-async def _send(response: web.StreamResponse, event: str, data: Any, version: int | None = None) -> None:
+async def _send(response: web.StreamResponse, event: str, data: Any,
+                version: int | None = None) -> None:
     head = f"id: {version}\n" if version is not None else ""
     await response.write(f"{head}event: {event}\ndata: {_dumps(data)}\n\n".encode())
 

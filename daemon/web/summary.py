@@ -114,7 +114,8 @@ class PlateView:
         if well is None:
             well = self.wells[name] = WellView()
             position = parse_well(name)
-            if position is not None and self.fixed_format is None and not fits(self.format, position):
+            grows = self.fixed_format is None and position is not None
+            if grows and not fits(self.format, position):
                 self.format = max(self.format, infer_format([position]))  # grows, never shrinks
                 self.outside = {w for w in self.outside if not _placed(w, self.format)}
             if not _placed(name, self.format):
@@ -220,13 +221,15 @@ class PlateSummary:
                 for view in well.fields.values():
                     self._rows.pop(view.row, None)
 
-    def correct(self, row: int, identity: str, label: str, by: str, at: str) -> dict[str, Any] | None:
+    def correct(self, row: int, identity: str, label: str, by: str,
+                at: str) -> dict[str, Any] | None:
         """An operator's correction, once it is durable; the field as now shown, or None when the
         page does not show that row."""
         with self._lock:
             return self._correct(row, identity, label, by, at)
 
-    def _correct(self, row: int, identity: str, label: str, by: str, at: str) -> dict[str, Any] | None:
+    def _correct(self, row: int, identity: str, label: str, by: str,
+                 at: str) -> dict[str, Any] | None:
         view, plate, well = self._find(row)
         if view is None or view.identity != identity:
             return None
@@ -274,7 +277,8 @@ class PlateSummary:
             found = view.wells.get(well) if view is not None else None
             if found is None:
                 return None
-            fields = sorted(found.fields.values(), key=lambda v: (v.field, v.channel, v.plane, v.row))
+            fields = sorted(found.fields.values(),
+                            key=lambda v: (v.field, v.channel, v.plane, v.row))
             return {"plate": plate, "well": well, "counts": found.as_list(),
                     "fields": [f.as_dict() for f in fields]}
 

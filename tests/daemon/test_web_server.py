@@ -255,7 +255,7 @@ def test_another_interface_without_a_token_does_not_start(host: str):
     (["al:0123456789abcdef", "al:fedcba9876543210"], "a name is given twice"),
 ])
 def test_malformed_tokens_are_named_without_repeating_them(tokens, says):
-    with pytest.raises(ConfigError, match="web.tokens") as info:
+    with pytest.raises(ConfigError, match=r"web\.tokens") as info:
         parse_config({"web": {"tokens": tokens}})
     assert says in str(info.value)
     assert "0123456789abcdef" not in str(info.value) and "short" not in str(info.value)
