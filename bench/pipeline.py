@@ -167,6 +167,7 @@ def through_pipeline(engines, bundle, config: Config, root: Path, work: Path, na
         postprocess=postprocess_options(config, bundle),
         detect_threshold=bundle.card.detect_threshold, segment_all=segment_all(config, bundle),
         sinks=(record,),
+        thumbnail_downsample=config.thumbnails.downsample if config.thumbnails.enabled else 0,
     ), config.pipeline)
     pipeline.start()
     source = FolderSource(replace(config.input, settle_s=0.2), pipeline.submit_file,

@@ -6,6 +6,7 @@ the key (`section.key`) and what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 import types
@@ -216,6 +217,64 @@ class OpticsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ThumbnailsConfig:
+    enabled: bool = True
+    downsample: int = 4  # each side divided by this: 4 = quarter scale
+
+    def check(self) -> None:
+        if not 1 <= self.downsample <= 64:
+            raise ConfigError(f"thumbnails.downsample: expected a whole number from 1 to 64, "
+                              f"got {self.downsample!r}")
+
+
+PLATE_FORMATS = ("auto", "96", "384", "1536")
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
+MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9753
+    plate_format: str = "auto"  # "auto": from the wells seen | "96" | "384" | "1536"
+    # "NAME:TOKEN": who may record corrections from another machine (NAME is recorded).
+    tokens: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        _port("web.port", self.port)
+        _choice("web.plate_format", self.plate_format, PLATE_FORMATS)
+        for i, entry in enumerate(self.tokens, start=1):
+            name, colon, token = entry.partition(":")
+            # The entry itself is never repeated: it holds a secret.
+            if not colon or not _TOKEN_NAME.fullmatch(name) or len(token) < MIN_TOKEN_LENGTH:
+                raise ConfigError(
+                    f"web.tokens: entry {i} is not NAME:TOKEN; expected a name of letters, digits "
+                    f"and ._@- then a colon and a token of at least {MIN_TOKEN_LENGTH} characters")
+        names = [entry.partition(":")[0] for entry in self.tokens]
+        if len(set(names)) != len(names):
+            raise ConfigError("web.tokens: a name is given twice; expected one token per name")
+        if self.enabled and not is_loopback(self.host) and not self.tokens:
+            raise ConfigError(
+                f"web.host: {self.host!r} is not a loopback address; expected web.tokens "
+                "(NAME:TOKEN) to protect corrections when the page is served to other machines")
+
+    def token_names(self) -> dict[str, str]:
+        """token -> name."""
+        return {entry.partition(":")[2]: entry.partition(":")[0] for entry in self.tokens}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     drain_timeout_s: float = 60.0  # SIGTERM: finish queued frames within this, then exit
     # Frames waiting and none made durable for this long: the systemd watchdog pings stop, so
@@ -274,6 +333,8 @@ class Config:
     verdicts: VerdictsConfig = field(default_factory=VerdictsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     optics: OpticsConfig = field(default_factory=OpticsConfig)
+    thumbnails: ThumbnailsConfig = field(default_factory=ThumbnailsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     reprocess: ReprocessConfig = field(default_factory=ReprocessConfig)
 

@@ -203,7 +203,8 @@ def main() -> int:
     service = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
                                stdout=log, stderr=subprocess.STDOUT)
     expected = len(plate_wells(96)) * args.fields
-    print(f"service started (pid {service.pid}); metrics at http://127.0.0.1:{args.port}/metrics")
+    print(f"service started (pid {service.pid}); metrics at http://127.0.0.1:{args.port}/metrics, "
+          "live plate page at http://127.0.0.1:9753/")
     print(f"acquiring a 96-well plate, {args.fields} fields per well, {args.size}x{args.size} uint16; "
           f"dirty wells: {', '.join(CONTAMINATED)}; a smudge on the optics in every field")
     started = time.monotonic()

@@ -12,6 +12,13 @@
 --artifacts FILE   one row per artifact: every column of the store's artifact table (its
                    `frame_row` joins it to the frame table)
 --failures FILE    one row per frame that could not be processed, and why
+--labels FILE      the operator's corrections from the plate page as `source,label` (clean or
+                   artifact), the CSV `artifactd train --labels` reads: the latest correction
+                   of the current version of each file; streamed frames have no file to train
+                   on and are left out (both counts are logged)
+--ome-zarr-plate OUT.zarr
+                   one plate's thumbnails and artifact labels as an NGFF 0.5 HCS plate
+                   (daemon.hcs); --plate NAME says which when the store holds several
 --history          also the replaced results (by default only current frames and their
                    artifacts are exported)
 
@@ -33,6 +40,8 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
+from daemon.corrections import training_labels
+from daemon.hcs import PlateExportError, export_plate
 from daemon.store import ResultsStore, StoreError, open_store_readonly
 from engines.files import replace_atomically
 
@@ -65,18 +74,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the failure table (frames that could not be processed, and why) as CSV",
     )
     parser.add_argument(
+        "--labels", metavar="FILE.csv", type=Path,
+        help="write the plate page's corrections as source,label for `artifactd train --labels`",
+    )
+    parser.add_argument(
+        "--ome-zarr-plate", metavar="OUT.zarr", type=Path,
+        help="write a plate's thumbnails and artifact labels as an OME-Zarr (NGFF 0.5) HCS plate",
+    )
+    parser.add_argument(
+        "--plate", metavar="NAME",
+        help="the plate --ome-zarr-plate writes (needed when the store holds several)",
+    )
+    parser.add_argument(
         "--history", action="store_true",
         help="also export results replaced by a later version of the same file",
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    if not (args.masks or args.frames or args.artifacts or args.failures):
+    if not (args.masks or args.frames or args.artifacts or args.failures or args.labels
+            or args.ome_zarr_plate):
         print(
             "artifactd export: nothing to export: give --masks DIR, --frames FILE.csv, "
-            "--artifacts FILE.csv and/or --failures FILE.csv",
+            "--artifacts FILE.csv, --failures FILE.csv, --labels FILE.csv and/or "
+            "--ome-zarr-plate OUT.zarr",
             file=sys.stderr,
         )
+        return 2
+    if args.plate is not None and not args.ome_zarr_plate:
+        print("artifactd export: --plate says which plate --ome-zarr-plate writes; expected "
+              "--ome-zarr-plate OUT.zarr with it", file=sys.stderr)
         return 2
     try:
         store = open_store_readonly(args.store)
@@ -96,7 +123,12 @@ def main(args: argparse.Namespace) -> int:
         if args.masks:
             n = export_masks(store, args.masks)
             logger.info("wrote %d masks under %s", n, args.masks)
-    except (OSError, StoreError, ExportError) as exc:
+        if args.labels:
+            export_labels(store, args.labels)
+        if args.ome_zarr_plate:
+            n = export_plate(store, args.ome_zarr_plate, args.plate)
+            logger.info("wrote a plate of %d images to %s", n, args.ome_zarr_plate)
+    except (OSError, StoreError, ExportError, PlateExportError) as exc:
         print(f"artifactd export: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -216,6 +248,28 @@ def export_artifacts(store: ResultsStore, path: Path, *, history: bool = False) 
 
 def export_failures(store: ResultsStore, path: Path) -> int:
     return _write_csv(path, store.failure_table())
+
+
+def export_labels(store: ResultsStore, path: Path) -> int:
+    """The corrections as the labels CSV of `artifactd train`; returns the rows written."""
+    labels = training_labels(store)
+    sources = np.array([source for source, _ in labels.rows], dtype=object)
+    n = _write_csv(path, {"source": sources,
+                          "label": np.array([label for _, label in labels.rows], dtype=object)})
+    counts = {label: sum(1 for _, got in labels.rows if got == label) for label in ("clean", "artifact")}
+    logger.info("wrote %d corrected frames to %s (%d clean, %d artifact)", n, path,
+                counts["clean"], counts["artifact"])
+    if labels.streamed:
+        logger.warning("%d correction(s) of streamed frames left out: they have no file to "
+                       "train on", labels.streamed)
+    if labels.replaced:
+        logger.warning("%d correction(s) left out: their file was rewritten and processed again "
+                       "since, so they no longer describe what is on disk", labels.replaced)
+    if n and min(counts.values()) == 0:
+        only = "clean" if counts["clean"] else "artifact"
+        logger.warning("%s holds only %s frames; `artifactd train` needs both classes: add "
+                       "labelled frames of the other", path, only)
+    return n
 
 
 def _write_csv(path: Path, table: dict[str, np.ndarray]) -> int:

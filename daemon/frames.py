@@ -6,12 +6,16 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engines.runtime.postprocess import (
     ARTIFACT_COLUMNS,  # the measurements, defined where they are made
 )
+
+if TYPE_CHECKING:
+    from daemon.thumbnails import Thumbnail
 
 # Beside the measurements: True for an artifact found at the same place in the fields before it,
 # in other wells, so on the optics rather than in the sample (daemon.optics marks it).
@@ -94,6 +98,8 @@ class FrameResult:
     # True when the store already held this frame (a re-send, or a replay after a crash): the
     # verdict fields are then the stored ones, and nothing is stored or counted again.
     duplicate: bool = False
+    # A small copy of the frame and its labels (daemon.thumbnails); None when turned off.
+    thumbnail: Thumbnail | None = None
 
 
 def file_identity(key: FrameKey) -> str:

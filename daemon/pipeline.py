@@ -34,6 +34,7 @@ from daemon.decode import DecodeOptions, FrameError, read_frame
 from daemon.frames import STATIONARY, Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
 from daemon.metrics import Metrics
 from daemon.retries import Retries
+from daemon.thumbnails import make_thumbnail
 from engines.runtime.base import Engine
 from engines.runtime.familiarity import Familiarity
 from engines.runtime.postprocess import PostprocessOptions
@@ -83,6 +84,7 @@ class PipelineParts:
     # Marks artifacts on the optics (daemon.optics.OpticsTracker.mark) before rows are written,
     # so the stored artifact table says which; called on the writer thread, in arrival order.
     mark_stationary: Callable[[Sequence[FrameResult]], list[FrameResult]] | None = None
+    thumbnail_downsample: int = 0  # a thumbnail per frame at 1/this scale; 0 = none
 
 
 @dataclass(slots=True)
@@ -338,7 +340,12 @@ class Pipeline:
         self._pass_end("postprocess", self.write_q, 1)
 
     def _measure(self, item: Scored) -> FrameResult:
-        return self.analysis.measure(item)
+        result = self.analysis.measure(item)
+        if not self.parts.thumbnail_downsample:
+            return result
+        # Here, not in the writer: the post-processing threads make them side by side.
+        thumbnail = make_thumbnail(result.frame.pixels, result.labels, self.parts.thumbnail_downsample)
+        return replace(result, thumbnail=thumbnail)
 
     @staticmethod
     def _failure(frame: Frame, reason: str, message: str) -> FrameFailure:

@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="process what is in the input folder, print a summary and exit: 0 when every "
                         "file is done, 1 when some are left to process again (named in the log)")
     parser.add_argument("--metrics-port", type=int, help="overrides metrics.port (0: any free port)")
+    parser.add_argument("--web-port", type=int, help="overrides web.port (0: any free port)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,6 +74,8 @@ def configure(args: argparse.Namespace) -> Config:
         config = config.with_section("output", store=str(args.output), journal=config.output.journal)
     if args.metrics_port is not None:
         config = config.with_section("metrics", port=args.metrics_port)
+    if getattr(args, "web_port", None) is not None:
+        config = config.with_section("web", port=args.web_port)
     check_regex(config.metadata)
     check_input(config)
     return config
@@ -88,6 +91,14 @@ def check_input(config: Config) -> None:
 
 class StartupError(RuntimeError):
     """Something outside the config stops start-up (output not writable, port taken)."""
+
+
+def recorded_config(config: Config) -> dict:
+    """The config as the store records it: the web tokens' names, never the tokens."""
+    recorded = asdict(config)
+    recorded["web"]["tokens"] = [entry.partition(":")[0] + ":(not recorded)"
+                                 for entry in config.web.tokens]
+    return recorded
 
 
 class Service:
@@ -107,13 +118,14 @@ class Service:
         try:
             self.store = ResultsStore(config.output.store, attributes={
                 "models": {"id": bundle.model_id, "card": asdict(bundle.card)},
-                "config": asdict(config),
+                "config": recorded_config(config),
             })
         except StoreError as exc:
             raise StartupError(f"{exc}; expected a writable output.store") from None
         self._closers.append(self.store.close)
         self.journal = Journal(config.output.journal_path())
         self._closers.append(self.journal.close)
+        self.summary = self._plate_summary()
         engines = create_engines(
             bundle, workers=config.pipeline.engine_workers, backend=config.model.backend,
             precision=config.model.precision, threads=config.model.threads,
@@ -122,6 +134,8 @@ class Service:
         )
         self._closers.extend(engine.close for engine in engines)
         info = engines[0].info
+        self.engine = {"backend": info.backend, "device": info.device, "model": info.model,
+                       "precision": info.precision, "workers": len(engines)}
         self.metrics.engine_info.labels(info.backend, info.model, info.precision).set(1)
         self.optics = OpticsTracker(config.optics) if config.optics.enabled else None
         self._ticks: list = []  # called about once a second from the main loop
@@ -138,10 +152,35 @@ class Service:
                 sinks=self._sinks(),
                 familiarity=Familiarity.from_dict(bundle.card.familiarity),
                 mark_stationary=self.optics.mark if self.optics is not None else None,
+                thumbnail_downsample=(config.thumbnails.downsample
+                                      if config.thumbnails.enabled else 0),
             ),
             config.pipeline,
         )
         self.sources: list = []
+        self.page = None
+
+    def _plate_summary(self):
+        """The plate page's summary, with what the store already holds; None when off."""
+        if not self.config.web.enabled:
+            return None
+        from daemon.web.summary import PlateSummary
+
+        started = time.monotonic()
+        summary = PlateSummary(self.config.web.plate_format)
+        n = summary.load(self.store)
+        if n:
+            logger.info("plate page: %d stored frames read in %.1f s", n, time.monotonic() - started)
+        return summary
+
+    def page_status(self) -> dict:
+        """What the plate page shows beside the map, besides the summary's own figures."""
+        return {
+            "backlog": self.pipeline.in_flight,
+            "failures": dict.copy(self.pipeline.tally.failed),  # one C call: safe across threads
+            "engine": self.engine,
+            "store_writable": self.pipeline.store_healthy.is_set(),
+        }
 
     def _sinks(self) -> tuple:
         sinks = []
@@ -160,6 +199,9 @@ class Service:
             webhook.start()
             self._closers.append(lambda: (webhook.stop(), webhook.join()))
             alert_sinks.append(webhook.notify)
+        if self.summary is not None:
+            sinks.append(self.summary.sink(self.store))
+            alert_sinks.append(self.summary.alert)
         sinks.append(UnfamiliarPlates(self.metrics))
         if self.config.alerts.enabled:
             from daemon.alerts import ContaminationMonitor
@@ -187,6 +229,7 @@ class Service:
         try:
             if self.config.metrics.enabled:
                 server, thread = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+            self._start_page()
             self.pipeline.start()
             self._start_sources()
             self.notifier.ready()
@@ -203,6 +246,17 @@ class Service:
                 server.server_close()
                 thread.join()
         return self._shutdown()
+
+    def _start_page(self) -> None:
+        if self.summary is None:
+            return
+        from daemon.web.server import PlatePage
+
+        page = PlatePage(self.config.web, self.summary, self.store, self.page_status)
+        page.start()
+        self.page = page
+        # Closed before the store: its requests read thumbnails and write corrections.
+        self._closers.append(page.stop)
 
     def _start_sources(self) -> None:
         if self.config.input.folder:

@@ -94,9 +94,11 @@ from zarr.buffer import default_buffer_prototype
 from zarr.codecs import BytesCodec, VLenUTF8Codec, ZstdCodec
 from zarr.storage import LocalStore
 
+from daemon.corrections import Correction
 from daemon.frames import ARTIFACT_COLUMNS, STATIONARY, FrameFailure, FrameResult
 from daemon.identity_index import FILE_NAME as INDEX_FILE
 from daemon.identity_index import IdentityIndex
+from daemon.thumbnails import Thumbnail, ThumbnailBatch, ThumbnailStacks
 from daemon.zarr_internals import async_group, chunk_key, fill_value, run
 from engines import __version__
 from engines.timestamps import timestamp
@@ -113,6 +115,7 @@ LABEL_NAME = "artifacts"
 FRAME_CHUNK = (8192, 256)
 ARTIFACT_CHUNK = (65536, 2048)
 FAILURE_CHUNK = (1024, 256)
+CORRECTION_CHUNK = (1024, 256)
 
 STR = "str"  # marker: a variable-length UTF-8 string column (zarr v3 "string", zstd)
 
@@ -136,6 +139,8 @@ FRAME_COLUMNS: dict[str, Any] = {
     "processed_at": STR,
     "mask_stack": STR,  # "" when no mask was stored (an empty label image)
     "mask_index": np.int64,  # t in that stack; -1 when none
+    "thumbnail_stack": STR,  # thumbnails/<stack> (daemon.thumbnails); "" when none
+    "thumbnail_index": np.int64,  # t in that stack; -1 when none
 }
 
 _ARTIFACT_INT = {"label", "area_px", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x"}
@@ -158,10 +163,21 @@ FAILURE_COLUMNS: dict[str, Any] = {
     "failed_at": STR,
 }
 
+# The operator's corrections from the plate page, append-only (daemon.corrections).
+CORRECTION_COLUMNS: dict[str, Any] = {
+    "identity": STR,
+    "source": STR,
+    "frame_row": np.int64,
+    "label": STR,  # "clean" | "artifact"
+    "by": STR,  # a token's name, or "loopback"
+    "at": STR,
+}
+
 TABLES: dict[str, tuple[dict[str, Any], tuple[int, int]]] = {
     "frames": (FRAME_COLUMNS, FRAME_CHUNK),
     "artifacts": (ARTIFACT_TABLE_COLUMNS, ARTIFACT_CHUNK),
     "failures": (FAILURE_COLUMNS, FAILURE_CHUNK),
+    "corrections": (CORRECTION_COLUMNS, CORRECTION_CHUNK),
 }
 
 _AXES = [
@@ -636,8 +652,9 @@ class ResultsStore:
 
         self._columns: dict[str, dict[str, _Column]] = {}
         for table, (columns, chunk) in TABLES.items():
-            group = self._root.require_group(table) if writer else self._root[table]
-            present = set(group.array_keys())
+            # A table an older store lacks reads as empty (a writer adds it).
+            group = self._root.require_group(table) if writer else self._root.get(table)
+            present = set(group.array_keys()) if group is not None else set()
             self._columns[table] = {}
             for name, dtype in columns.items():
                 if name not in present:
@@ -682,6 +699,11 @@ class ResultsStore:
         missing = set(stack_counts) - set(self._stacks)
         if missing:
             raise StoreError(f"{self.path}: committed mask stacks are missing: {sorted(missing)}")
+        self._thumbnails = ThumbnailStacks(self.path, _chunk_encoder)
+        self._thumbnails.load(
+            self._root, {k: int(v) for k, v in committed.get("thumbnails", {}).items()},
+            writer=writer,
+        )
         if writer:  # rows past the committed counts belong to an append that did not finish
             self._trim()
 
@@ -728,7 +750,7 @@ class ResultsStore:
                     batch.append(result)
             if not batch:
                 return []
-            frame_cols, art_cols, stack_writes, new_stacks = self._build(batch)
+            frame_cols, art_cols, stack_writes, new_stacks, thumbs = self._build(batch)
             self._recover()
             counts = dict(self._counts)
             stack_counts = {name: s.committed for name, s in self._stacks.items()}
@@ -737,6 +759,7 @@ class ResultsStore:
                 for name, shape, dtype, pixel_size_um in new_stacks:
                     self._create_stack(name, shape, dtype, pixel_size_um)
                     stack_counts[name] = 0
+                self._thumbnails.create(self._root, thumbs)
                 writes = self._column_writes("frames", frame_cols)
                 if n_art:
                     writes += self._column_writes("artifacts", art_cols)
@@ -746,13 +769,15 @@ class ResultsStore:
                     stack_counts[name] += len(masks)
                 counts["frames"] += len(batch)
                 counts["artifacts"] += n_art
-                self._write_and_commit(writes, counts, stack_counts)
+                self._write_and_commit(writes, counts, stack_counts, thumbs)
             except Exception as exc:
                 self._stale = True
                 self._rollback()
                 raise StoreError(
                     f"results store {self.path}: cannot append frames ({_why(exc)})"
                 ) from exc
+            self._thumbnails.landed(thumbs, ([str(s) for s in frame_cols["thumbnail_stack"]],
+                                             [int(i) for i in frame_cols["thumbnail_index"]]))
             self._counts = counts
             for name, n in stack_counts.items():
                 self._stacks[name].committed = n
@@ -796,9 +821,48 @@ class ResultsStore:
                 ) from exc
             self._counts = counts
 
-    def _build(self, batch: list[FrameResult]) -> tuple[dict, dict, dict, list]:
-        """Columns and masks of a batch, all checked before anything is written."""
+    def record_corrections(self, corrections: Sequence[Correction]) -> None:
+        """Append operator corrections (daemon.corrections) to their table; durable. Each must
+        name a committed frame row and that row's identity."""
+        self._check_writable()
+        if not corrections:
+            return
+        with self._lock:
+            identities = self._columns["frames"]["identity"]
+            for c in corrections:
+                c.check()
+                if not 0 <= c.frame_row < self._counts["frames"]:
+                    raise ValueError(f"frame row {c.frame_row}: not in the store")
+                if str(run(identities.array.getitem(c.frame_row))) != c.identity:
+                    raise ValueError(f"frame row {c.frame_row} is not {c.identity}")
+            now = _now()
+            cols = {
+                "identity": np.array([c.identity for c in corrections], dtype=object),
+                "source": np.array([c.source for c in corrections], dtype=object),
+                "frame_row": np.array([c.frame_row for c in corrections], dtype=np.int64),
+                "label": np.array([c.label for c in corrections], dtype=object),
+                "by": np.array([c.by for c in corrections], dtype=object),
+                "at": np.array([c.at or now for c in corrections], dtype=object),
+            }
+            self._recover()
+            counts = dict(self._counts)
+            counts["corrections"] += len(corrections)
+            stack_counts = {name: s.committed for name, s in self._stacks.items()}
+            try:
+                self._write_and_commit(self._column_writes("corrections", cols), counts,
+                                       stack_counts)
+            except Exception as exc:
+                self._stale = True
+                self._rollback()
+                raise StoreError(
+                    f"results store {self.path}: cannot record corrections ({_why(exc)})"
+                ) from exc
+            self._counts = counts
+
+    def _build(self, batch: list[FrameResult]) -> tuple[dict, dict, dict, list, ThumbnailBatch]:
+        """Columns, masks and thumbnails of a batch, all checked before anything is written."""
         first_row = self._counts["frames"]
+        thumbs = ThumbnailBatch()
         f: dict[str, list] = {name: [] for name in FRAME_COLUMNS}
         art: dict[str, list[np.ndarray]] = {name: [] for name in ARTIFACT_TABLE_COLUMNS}
         per_stack: dict[str, list[np.ndarray]] = {}
@@ -838,6 +902,9 @@ class ResultsStore:
             f["processed_at"].append(r.processed_at)
             f["mask_stack"].append(stack)
             f["mask_index"].append(index)
+            thumb_stack, thumb_index = self._thumbnails.place(thumbs, r.thumbnail, pixel_size)
+            f["thumbnail_stack"].append(thumb_stack)
+            f["thumbnail_index"].append(thumb_index)
 
             lengths = {np.atleast_1d(np.asarray(v)).shape[0] for v in r.artifacts.values()}
             if len(lengths) > 1:
@@ -866,7 +933,7 @@ class ResultsStore:
             name: np.concatenate(art[name]) if art[name] else np.empty(0, _numpy_dtype(dtype))
             for name, dtype in ARTIFACT_TABLE_COLUMNS.items()
         }
-        return frame_cols, art_cols, per_stack, new_stacks
+        return frame_cols, art_cols, per_stack, new_stacks, thumbs
 
     def _column_writes(self, table: str, values: dict[str, np.ndarray]) -> list[tuple]:
         start = self._counts[table]
@@ -916,7 +983,8 @@ class ResultsStore:
         self._stacks[name] = _Stack(name, _async(labels), _async(image), 0)
 
     def _write_and_commit(
-        self, writes: list[tuple], counts: dict[str, int], stack_counts: dict[str, int]
+        self, writes: list[tuple], counts: dict[str, int], stack_counts: dict[str, int],
+        thumbnails: ThumbnailBatch | None = None,
     ) -> None:
         """Stage every write, then land them all and the new committed counts (see flush)."""
         store = self._store
@@ -953,7 +1021,10 @@ class ResultsStore:
             await asyncio.gather(*(encode(start + i, m) for i, m in enumerate(masks)))
 
         plan = [column(*w) if isinstance(w[0], _Column) else stack(*w) for w in writes]
-        committed = {**counts, "stacks": dict(sorted(stack_counts.items()))}
+        if thumbnails is not None:
+            plan += self._thumbnails.writes(thumbnails, store.stage_bytes)
+        committed = {**counts, "stacks": dict(sorted(stack_counts.items())),
+                     "thumbnails": self._thumbnails.counts(thumbnails)}
         # Staged like the rest; flush() lands the root zarr.json after everything else.
         plan.append(async_group(self._root).update_attributes({"committed": committed}))
         store.stage()
@@ -991,13 +1062,14 @@ class ResultsStore:
             for stack in self._stacks.values():
                 stack.labels = _async(self._root[stack.labels_key])
                 stack.image = _async(self._root[f"masks/{stack.name}/0"])
+            self._thumbnails.reopen(self._root)
             self._stale = False
             fixes = [
                 arr.resize((stack.committed, *arr.shape[1:]))
                 for stack in self._stacks.values()
                 for arr in (stack.labels, stack.image)
                 if arr.shape[0] != stack.committed
-            ]
+            ] + self._thumbnails.cut_to_committed()
             if fixes:
                 run(_gather(fixes))
         except Exception as exc:  # e.g. the disk is still full: retried before the next write
@@ -1015,6 +1087,7 @@ class ResultsStore:
             for arr in (stack.labels, stack.image):
                 if arr.shape[0] != stack.committed:
                     fixes.append(arr.resize((stack.committed, *arr.shape[1:])))
+        fixes += self._thumbnails.cut_to_committed()
         if fixes:
             run(_gather(fixes))
 
@@ -1050,6 +1123,10 @@ class ResultsStore:
 
     def failure_table(self) -> dict[str, np.ndarray]:
         return self._read_table("failures")
+
+    def correction_table(self) -> dict[str, np.ndarray]:
+        """Every correction recorded, oldest first (daemon.corrections.latest picks per frame)."""
+        return self._read_table("corrections")
 
     def stored_verdicts(self, identities: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored verdict of each identity the store holds: score, flagged, area_fraction,
@@ -1104,6 +1181,26 @@ class ResultsStore:
             except Exception as exc:
                 raise StoreError(
                     f"results store {self.path}: cannot read the mask of row {row} ({_why(exc)})"
+                ) from exc
+
+    def thumbnail(self, row: int) -> Thumbnail | None:
+        """The thumbnail of frame-table row `row` (daemon.thumbnails); None when it has none."""
+        self._check_open()
+        with self._lock:
+            n = self._counts["frames"]
+            if not 0 <= row < n:
+                raise IndexError(f"frame row {row} out of range (the store holds {n} frames)")
+            try:
+                if self._thumbnails.refs is None:
+                    frames = self._columns["frames"]
+                    stacks, indices = run(_gather([_read_column(frames["thumbnail_stack"], n),
+                                                   _read_column(frames["thumbnail_index"], n)]))
+                    self._thumbnails.refs = ([str(s) for s in stacks], [int(i) for i in indices])
+                return self._thumbnails.read(row)
+            except Exception as exc:
+                raise StoreError(
+                    f"results store {self.path}: cannot read the thumbnail of row {row} "
+                    f"({_why(exc)})"
                 ) from exc
 
     # ---------------------------------------------------------------- lifetime

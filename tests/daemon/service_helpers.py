@@ -48,6 +48,7 @@ def config_file(tmp_path: Path, *, input_dir: Path, store: Path, **sections: dic
         "input": {"folder": str(input_dir), "settle_s": 0.5},
         "output": {"store": str(store)},
         "metrics": {"port": 0},
+        "web": {"port": 0},  # the plate page on any free port: services side by side
         "service": {"drain_timeout_s": 30.0},
     }
     for name, values in sections.items():

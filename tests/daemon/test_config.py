@@ -53,6 +53,12 @@ def test_every_config_field_appears_in_the_shipped_file():
         ({"service": {"log_level": "LOUD"}}, "service.log_level"),
         ({"model": {"threads": True}}, "model.threads"),
         ({"pipeline": {"engine_workers": -1}}, "pipeline.engine_workers"),
+        ({"thumbnails": {"downsample": 0}}, "thumbnails.downsample"),
+        ({"thumbnails": {"enabled": "yes"}}, "thumbnails.enabled"),
+        ({"web": {"port": -1}}, "web.port"),
+        ({"web": {"plate_format": "48"}}, "web.plate_format"),
+        ({"web": {"host": "0.0.0.0"}}, "web.host"),
+        ({"web": {"tokens": ["no-colon-here-at-all"]}}, "web.tokens"),
     ],
 )
 def test_invalid_values_name_their_key(raw, named):
