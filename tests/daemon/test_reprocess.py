@@ -96,7 +96,9 @@ def tables(store: Path) -> tuple[dict, dict, dict]:
         identities = [str(i) for i in frames["identity"]]
         assert len(identities) == len(set(identities)), "a frame is stored twice"
         rows = {identity: {name: values[i] for name, values in frames.items()
-                           if name not in ("processed_at", "mask_index")}
+                           # reprocess stores no thumbnails (the live page's pictures)
+                           if name not in ("processed_at", "mask_index", "thumbnail_stack",
+                                           "thumbnail_index")}
                 for i, identity in enumerate(identities)}
         found: dict[str, list[tuple]] = {}
         for i, identity in enumerate(artifacts["identity"]):
