@@ -365,16 +365,21 @@ def _artifacts_of(result: FrameResult) -> tuple[list[_Found], int]:
     return found, rows
 
 
-def _inside(artifact: _Found, track: _Track) -> float:
-    """The fraction of the artifact's mask that lies within the track's."""
+def _shared_pixels(track: _Track, artifact: _Found) -> int:
+    """Pixels in both the track's mask and the artifact's (compared within their boxes' overlap)."""
     ty0, tx0, ty1, tx1 = track.box
     ay0, ax0, ay1, ax1 = artifact.box
     y0, x0, y1, x1 = max(ty0, ay0), max(tx0, ax0), min(ty1, ay1), min(tx1, ax1)
     if y1 <= y0 or x1 <= x0:
-        return 0.0
+        return 0
     mine = track.mask()[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
     theirs = artifact.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
-    return int(np.count_nonzero(mine & theirs)) / artifact.area
+    return int(np.count_nonzero(mine & theirs))
+
+
+def _inside(artifact: _Found, track: _Track) -> float:
+    """The fraction of the artifact's mask that lies within the track's."""
+    return _shared_pixels(track, artifact) / artifact.area
 
 
 def _iou(track: _Track, artifact: _Found, at_least: float) -> float:
@@ -382,12 +387,5 @@ def _iou(track: _Track, artifact: _Found, at_least: float) -> float:
     small, large = sorted((track.area, artifact.area))
     if small < at_least * large:  # IoU <= small / large, whatever the places
         return 0.0
-    ty0, tx0, ty1, tx1 = track.box
-    ay0, ax0, ay1, ax1 = artifact.box
-    y0, x0, y1, x1 = max(ty0, ay0), max(tx0, ax0), min(ty1, ay1), min(tx1, ax1)
-    if y1 <= y0 or x1 <= x0:
-        return 0.0
-    mine = track.mask()[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
-    theirs = artifact.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
-    inter = int(np.count_nonzero(mine & theirs))
+    inter = _shared_pixels(track, artifact)
     return inter / (track.area + artifact.area - inter)
