@@ -152,3 +152,25 @@ def journaled_keys(journal: Path) -> set[FrameKey]:
     with contextlib.closing(sqlite3.connect(journal)) as conn:
         rows = conn.execute("SELECT source, size, mtime_ns FROM done").fetchall()
     return {FrameKey(source, size, mtime_ns) for source, size, mtime_ns in rows}
+
+
+def installed_wheel(tmp_path: Path) -> Path:
+    """The project built as a wheel and unpacked away from the source tree: a folder to put on
+    PYTHONPATH, holding exactly what `pip install artifactd` would (package data included)."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
+    for name in ("daemon", "engines"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    build = subprocess.run(
+        [sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"],
+        cwd=source, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-3000:]
+    installed = tmp_path / "site-packages"
+    with zipfile.ZipFile(source / "dist" / build.stdout.split()[-1]) as wheel:
+        wheel.extractall(installed)
+    return installed

@@ -4,13 +4,9 @@ with one sentence per problem."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import zipfile
 
 from daemon.config import config_problems
-from tests.daemon.service_helpers import REPO
+from tests.daemon.service_helpers import REPO, installed_wheel
 from tests.daemon.test_cli import artifactd
 
 DOCUMENTED = REPO / "config.toml"
@@ -25,19 +21,7 @@ def test_the_packaged_default_is_the_documented_one():
 
 def test_an_installed_package_prints_the_documented_default(tmp_path):
     """A wheel built from the project, unpacked away from the source tree, has the file."""
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source)
-    for name in ("daemon", "engines"):
-        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    build = subprocess.run(
-        [sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"],
-        cwd=source, capture_output=True, text=True, timeout=120)
-    assert build.returncode == 0, build.stderr[-3000:]
-    installed = tmp_path / "site-packages"
-    with zipfile.ZipFile(source / "dist" / build.stdout.split()[-1]) as wheel:
-        wheel.extractall(installed)
+    installed = installed_wheel(tmp_path)
     done = artifactd("config", cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)})
     assert done.returncode == 0, done.stderr
     assert done.stdout == DOCUMENTED.read_text()

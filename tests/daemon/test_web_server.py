@@ -291,26 +291,12 @@ def test_frames_without_a_plate_or_well_are_listed_apart(served: Served):
 def test_an_installed_package_has_the_page(tmp_path: Path):
     """A wheel built from the project, unpacked away from the source tree, holds every file the
     page serves (package data, not just the source tree)."""
-    import shutil
     import subprocess
     import sys
-    import zipfile
 
-    from tests.daemon.service_helpers import REPO
+    from tests.daemon.service_helpers import installed_wheel
 
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source)
-    for name in ("daemon", "engines"):
-        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    build = subprocess.run(
-        [sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"],
-        cwd=source, capture_output=True, text=True, timeout=120)
-    assert build.returncode == 0, build.stderr[-3000:]
-    installed = tmp_path / "site-packages"
-    with zipfile.ZipFile(source / "dist" / build.stdout.split()[-1]) as wheel:
-        wheel.extractall(installed)
+    installed = installed_wheel(tmp_path)
     check = ("from importlib.resources import files; from daemon.web.server import STATIC; "
              "print(sum(len((files('daemon.web') / 'static' / n).read_bytes()) > 0 for n in STATIC))")
     done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
