@@ -3,7 +3,7 @@
 Geometric changes apply to frames and masks alike; photometric ones only to frames. They
 mimic what differs between instruments and days: orientation, gain/offset, gamma,
 uneven illumination, faint interference fringes, Gaussian read noise and multiplicative speckle
-(seed 004). Fringes of ~1 % are invisible to the eye but a U-Net that never saw them strong
+(seed 004), softer or crisper fine texture. Fringes of ~1 % are invisible to the eye but a U-Net that never saw them strong
 enough took them for out-of-focus dirt over half a field; they are drawn a little stronger
 than any optics should make them.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,11 @@ class AugmentOptions:
     fringe_period_px: tuple[float, float] = (40.0, 600.0)
     gaussian_noise: float = 0.03  # std as a fraction of the frame's mean
     speckle: float = 0.05  # std of the multiplicative noise
+    # Fine texture made softer or crisper, x + a (x - blur(x)) with a in `texture`: instruments
+    # and cell lines differ in focus and in how sharp cell texture looks, and a model that
+    # learned one renderer's texture took another's cells for debris.
+    texture: tuple[float, float] = (-0.7, 1.0)
+    texture_sigma_px: tuple[float, float] = (0.8, 3.0)
     probability: float = 0.8  # chance each photometric change is applied to a frame
 
 
@@ -65,11 +71,27 @@ def photometric(frames: torch.Tensor, gen: torch.Generator, options: AugmentOpti
     ramp = torch.cos(angle) * xs + torch.sin(angle) * ys
     x = x * (1 + chosen() * options.gradient * _uniform(n, (0.0, 1.0), gen) * ramp)
     x = x * (1 + chosen() * options.fringes * _uniform(n, (0.0, 1.0), gen) * _fringes(n, h, w, gen, options))
+    x = x + chosen() * _uniform(n, options.texture, gen) * (x - _blur(x, options, gen))
     x = x * (1 + chosen() * options.speckle * torch.randn(x.shape, generator=gen))
     x = x + chosen() * options.gaussian_noise * torch.randn(x.shape, generator=gen)
     x = x + chosen() * _uniform(n, options.offset, gen)
     gain = 1 + chosen() * (_uniform(n, options.gain, gen) - 1)
     return (x * mean * gain).clamp_min(0)
+
+
+def _blur(x: torch.Tensor, options: AugmentOptions, gen: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian blur of the whole batch, one random width per batch."""
+    low, high = options.texture_sigma_px
+    sigma = low + (high - low) * float(torch.rand(1, generator=gen))
+    radius = max(1, round(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    c = x.shape[1]
+    flat = x.reshape(-1, 1, *x.shape[-2:])
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return flat.reshape(-1, c, *x.shape[-2:])
 
 
 def _fringes(n: int, h: int, w: int, gen: torch.Generator, options: AugmentOptions) -> torch.Tensor:

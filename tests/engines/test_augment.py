@@ -10,7 +10,7 @@ from engines.training.augment import AugmentOptions, augment
 
 ONLY_FRINGES = AugmentOptions(flips=False, rotations=False, gain=(1.0, 1.0), offset=(0.0, 0.0),
                               gamma=(1.0, 1.0), gradient=0.0, gaussian_noise=0.0, speckle=0.0,
-                              probability=1.0)
+                              texture=(0.0, 0.0), probability=1.0)
 
 
 def test_masks_turn_and_flip_with_their_frames():
@@ -44,3 +44,15 @@ def test_without_photometric_changes_a_flat_frame_stays_flat():
     frames = torch.full((2, 1, 64, 64), 500.0)
     out, _ = augment(frames, None, torch.Generator().manual_seed(0), replace(ONLY_FRINGES, fringes=0.0))
     assert torch.allclose(out, frames)
+
+
+def test_texture_is_made_softer_or_crisper_and_a_flat_frame_stays_flat():
+    base = replace(ONLY_FRINGES, fringes=0.0)
+    texture = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(2)) * 100 + 500
+    flat = torch.full((2, 1, 64, 64), 500.0)
+    for amount, softer in (((-0.7, -0.7), True), ((1.0, 1.0), False)):
+        options = replace(base, texture=amount)
+        out, _ = augment(texture, None, torch.Generator().manual_seed(0), options)
+        assert (out.std() < texture.std()) == softer
+        still, _ = augment(flat, None, torch.Generator().manual_seed(0), options)
+        assert torch.allclose(still, flat)
