@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from scipy import ndimage as ndi
 from torch.nn import functional as F
 from tqdm import tqdm
 
@@ -40,7 +41,7 @@ from engines.files import replace_atomically
 from engines.pytorch.models import Architecture, Detector, UNet, pad_multiple
 from engines.runtime.analyse import AnalysisOptions, measure
 from engines.runtime.familiarity import Familiarity, appearance
-from engines.runtime.modelcard import SEGMENT_MODES, frame_flagged
+from engines.runtime.modelcard import SEGMENT_MODES, frame_flagged, load_model
 from engines.runtime.postprocess import PostprocessOptions
 from engines.training.augment import augment
 from engines.training.scorecam import (
@@ -280,7 +281,6 @@ def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
     if options.init is None:
         return fresh_models(options.arch, options.seed)
     from engines.pytorch.weights import load_torch_models
-    from engines.runtime.modelcard import load_model
 
     bundle = load_model(options.init)
     if Architecture.from_dict(bundle.card.architecture) != options.arch:
@@ -288,6 +288,15 @@ def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
                            f"differs from the one being trained {options.arch.to_dict()}")
     logger.info("starting from the networks of %s", options.init)
     return load_torch_models(bundle.folder, bundle.card)
+
+
+def initial_outliner(options: TrainOptions, segmenter: UNet) -> Outliner | None:
+    """The --init U-Net with its card's threshold and minimum area, to outline pseudo-masks
+    (None when training from scratch)."""
+    if options.init is None:
+        return None
+    card = load_model(options.init).card  # read before the U-Net trains: targets come first
+    return Outliner(segmenter, card.segment_threshold, card.min_area_px)
 
 
 def fresh_models(arch: Architecture, seed: int) -> tuple[Detector, UNet]:
@@ -468,10 +477,36 @@ class CamCache:
         replace_atomically(path, write)
 
 
+@dataclass(frozen=True, slots=True)
+class Outliner:
+    """The U-Net being fine-tuned, as its model card runs it: in labels-only fine-tuning its own
+    outlines, where ScoreCAM points, are the pseudo-masks (self-training). Clean frames then
+    teach it what is not an artifact on the new images; the image-evidence rule of a
+    from-scratch run outlines dark cells of unfamiliar images as readily as debris."""
+
+    segmenter: UNet
+    threshold: float
+    min_area_px: int
+
+    def outline(self, image: np.ndarray, multiple: int, device: torch.device) -> np.ndarray:
+        found = predict(self.segmenter, image, multiple, device) >= self.threshold
+        regions, count = ndi.label(found)
+        if not count:
+            return found
+        areas = np.bincount(regions.ravel(), minlength=count + 1)
+        keep = areas >= self.min_area_px
+        keep[0] = False
+        return keep[regions]
+
+
 def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, val_idx: np.ndarray,
-                 options: TrainOptions, device: torch.device, notes: list[str]) -> dict[int, np.ndarray]:
-    """ScoreCAM pseudo-masks for artifact frames, empty masks for clean ones."""
+                 options: TrainOptions, device: torch.device, notes: list[str],
+                 outliner: Outliner | None = None) -> dict[int, np.ndarray]:
+    """ScoreCAM pseudo-masks for artifact frames, empty masks for clean ones. The regions the
+    map chooses among are the image evidence, or the outlines of `outliner` when given."""
     multiple = pad_multiple(options.arch)
+    if outliner is not None:
+        outliner.segmenter.to(device).eval()
     artifact = [int(i) for i in np.concatenate([train_idx, val_idx]) if dataset.samples[i].label == 1]
     cams, evidence = {}, {}
     cache = CamCache(options.cam_cache, detector, options.cam_top_k)
@@ -482,7 +517,8 @@ def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, va
             x = to_tensor([image], multiple)[0].to(device)
             cams[i] = scorecam(detector, x, top_k=options.cam_top_k)[: image.shape[-2], : image.shape[-1]]
             cache.put(image, cams[i])
-        evidence[i] = image_evidence(image)
+        evidence[i] = (image_evidence(image) if outliner is None
+                       else outliner.outline(image, multiple, device))
     judged = [i for i in val_idx if dataset.samples[i].mask is not None and i in cams]
     rule = PseudoMaskRule()
     if judged:
@@ -494,6 +530,10 @@ def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, va
         iou, rule = max(scored, key=lambda pair: pair[0])
         notes.append(f"pseudo-mask rule chosen on {len(judged)} validation masks: "
                      f"{rule.describe()} (pseudo-mask IoU {iou:.3f})")
+    elif outliner is not None:
+        notes.append("pseudo-masks: whole regions the initial U-Net outlines (probability >= "
+                     f"{outliner.threshold}, at least {outliner.min_area_px} px) where ScoreCAM "
+                     f">= {rule.threshold:.2f}")
     else:
         notes.append(f"no validation masks: default pseudo-mask rule {rule.describe()}")
     logger.info(notes[-1])
@@ -506,10 +546,11 @@ def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, va
 
 def segmenter_targets(dataset: Dataset, detector: Detector, mode: str, train_idx: np.ndarray,
                       val_idx: np.ndarray, options: TrainOptions, device: torch.device,
-                      notes: list[str]) -> dict[int, np.ndarray]:
+                      notes: list[str], outliner: Outliner | None = None) -> dict[int, np.ndarray]:
     """What the U-Net learns from: ScoreCAM pseudo-masks (weak) or the given masks."""
     if mode == "weak":
-        return weak_targets(dataset, detector, train_idx, val_idx, options, device, notes)
+        return weak_targets(dataset, detector, train_idx, val_idx, options, device, notes,
+                            outliner)
     return {
         int(i): (s.mask > 0 if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool))
         for i, s in enumerate(dataset.samples)
@@ -648,7 +689,8 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
         segmenter = segmenter.to(device).eval()
         notes.append("U-Net taken as is (no segmenter steps)")
     else:
-        targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device, notes)
+        targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device,
+                                    notes, initial_outliner(options, segmenter))
         segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
     judge, judged_idx = dataset, val_idx
     if validation is not None:  # thresholds chosen on another domain's frames

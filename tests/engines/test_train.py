@@ -428,3 +428,33 @@ def test_detector_crop_training_writes_a_model_and_needs_masks(tiny_dataset, tmp
     assert main(train_args(tiny_dataset, refused, mode="supervised",
                            extra=("--detector-crop", "60"))) == 2
     assert "--detector-crop 60: expected a positive multiple of" in caplog.text
+
+
+def test_labels_only_fine_tuning_takes_pseudo_masks_from_the_models_own_outlines(
+        tiny_dataset, tiny_models, tmp_path):
+    """Weak mode from --init: the initial U-Net's outlines (where ScoreCAM points) are the
+    pseudo-masks, and clean frames stay empty; a from-scratch weak run uses image evidence."""
+    from engines.training.train import Outliner, initial_outliner
+
+    options = TrainOptions(init=tiny_models["supervised"])
+    _, segmenter = load_torch_models(tiny_models["supervised"],
+                                     load_model(tiny_models["supervised"]).card)
+    outliner = initial_outliner(options, segmenter)
+    card = load_model(tiny_models["supervised"]).card
+    assert outliner.threshold == card.segment_threshold
+    assert outliner.min_area_px == card.min_area_px
+    assert initial_outliner(TrainOptions(), segmenter) is None
+    # The outline keeps whole regions of at least the minimum area and nothing smaller.
+    always = Outliner(segmenter, threshold=0.0, min_area_px=10)
+    image = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv").samples[0].image
+    assert always.outline(image, 32, torch.device("cpu")).all()
+    never = Outliner(segmenter, threshold=1.1, min_area_px=1)
+    assert not never.outline(image, 32, torch.device("cpu")).any()
+    out = tmp_path / "tuned"
+    extra = ("--init", str(tiny_models["supervised"]), "--crop", "64")
+    data = _copy(tiny_dataset, tmp_path)
+    shutil.rmtree(data / "masks")
+    (data / "masks").mkdir()
+    assert main(train_args(data, out, mode="weak", extra=extra)) == 0
+    assert any("pseudo-masks: whole regions the initial U-Net outlines" in n
+               for n in load_model(out).card.notes)
