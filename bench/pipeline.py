@@ -37,14 +37,14 @@ import numpy as np
 import tifffile
 
 from daemon.config import Config
-from daemon.decode import DecodeOptions, read_frame
+from daemon.decode.tiff import DecodeOptions, read_frame
 from daemon.frames import FrameKey, FrameResult, ReadyFile
-from daemon.journal import Journal
-from daemon.metrics import Metrics
-from daemon.pipeline import Pipeline, PipelineParts
+from daemon.results.journal import Journal
+from daemon.ops.metrics import Metrics
+from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.service import postprocess_options, segment_all
 from daemon.sources.fs import FolderSource
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
 from engines.runtime.analyse import AnalysisOptions, analyse, infer
 from engines.runtime.modelcard import load_model

@@ -194,7 +194,7 @@ class AlertsConfig:
 
 @dataclass(frozen=True, slots=True)
 class OpticsConfig:
-    """Dirt on the optics (daemon.optics): an artifact at the same place in the field, field
+    """Dirt on the optics (daemon.sinks.optics): an artifact at the same place in the field, field
     after field, in different wells, lies on the camera, objective or light path."""
 
     enabled: bool = True

@@ -21,15 +21,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from daemon.analysis import postprocess_options, segment_all
+from daemon.pipeline.analysis import postprocess_options, segment_all
 from daemon.config import Config, ConfigError, load_config
-from daemon.decode import DecodeOptions
-from daemon.metadata import check_regex
-from daemon.metrics import Metrics
-from daemon.notify import SystemdNotifier
-from daemon.optics import OpticsTracker
-from daemon.pipeline import Pipeline, PipelineParts
-from daemon.unfamiliar import UnfamiliarPlates
+from daemon.decode.tiff import DecodeOptions
+from daemon.decode.names import check_regex
+from daemon.ops.metrics import Metrics
+from daemon.ops.notify import SystemdNotifier
+from daemon.sinks.optics import OpticsTracker
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.sinks.unfamiliar import UnfamiliarPlates
 from engines.runtime.familiarity import Familiarity
 from engines.runtime.modelcard import ModelError, load_model
 
@@ -103,8 +103,8 @@ def recorded_config(config: Config) -> dict:
 
 class Service:
     def __init__(self, config: Config, *, once: bool = False) -> None:
-        from daemon.journal import Journal
-        from daemon.store import ResultsStore, StoreError
+        from daemon.results.journal import Journal
+        from daemon.results.store import ResultsStore, StoreError
         from engines.select import create_engines
 
         self.config = config
@@ -186,14 +186,14 @@ class Service:
         sinks = []
         alert_sinks = []
         if self.config.verdicts.enabled:
-            from daemon.verdicts import VerdictPublisher
+            from daemon.sinks.verdicts import VerdictPublisher
 
             publisher = VerdictPublisher(self.config.verdicts)
             self._closers.append(publisher.close)
             sinks.append(publisher.publish)
             alert_sinks.append(publisher.publish_alert)
         if self.config.alerts.webhook_url:
-            from daemon.webhook import WebhookNotifier
+            from daemon.sinks.webhook import WebhookNotifier
 
             webhook = WebhookNotifier(self.config.alerts)
             webhook.start()
@@ -204,14 +204,14 @@ class Service:
             alert_sinks.append(self.summary.alert)
         sinks.append(UnfamiliarPlates(self.metrics))
         if self.config.alerts.enabled:
-            from daemon.alerts import ContaminationMonitor
+            from daemon.sinks.alerts import ContaminationMonitor
 
             monitor = ContaminationMonitor(self.config.alerts, self.metrics, alert_sinks,
                                            optics_fields=self.config.optics.fields)
             if self.optics is None:
                 sinks.append(lambda results, _latencies: monitor.observe(results))
             else:
-                from daemon.alert_hold import HeldAlerts
+                from daemon.sinks.alert_hold import HeldAlerts
 
                 held = HeldAlerts(monitor, self.optics)
                 sinks.append(held.observe)

@@ -47,7 +47,7 @@ import zmq
 from daemon.config import ConfigError, ZmqConfig
 from daemon.endpoints import binds_all_interfaces
 from daemon.frames import Frame, FrameMeta, pixel_digest
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 from daemon.threads import StoppableThread
 
 logger = logging.getLogger(__name__)

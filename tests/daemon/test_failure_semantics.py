@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Config
-from daemon.decode import DecodeOptions
+from daemon.decode.tiff import DecodeOptions
 from daemon.frames import Frame, FrameKey, FrameMeta, ReadyFile
-from daemon.journal import Journal
-from daemon.metrics import Metrics
-from daemon.pipeline import Pipeline, PipelineParts
+from daemon.results.journal import Journal
+from daemon.ops.metrics import Metrics
+from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.service import Service, configure, postprocess_options
 from daemon.sources.fs import FolderSource
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
 from engines.runtime.modelcard import load_model
 from engines.select import create_engines

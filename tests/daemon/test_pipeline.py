@@ -8,13 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.decode import DecodeOptions
+from daemon.decode.tiff import DecodeOptions
 from daemon.frames import FrameKey, ReadyFile
-from daemon.journal import Journal
-from daemon.metrics import Metrics
-from daemon.pipeline import Pipeline, PipelineParts
+from daemon.results.journal import Journal
+from daemon.ops.metrics import Metrics
+from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.service import postprocess_options
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.runtime.modelcard import load_model
 from engines.select import create_engines
 from tests.daemon.service_helpers import write_frames

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon import store as store_module
+from daemon.results import store as store_module
 from daemon.frames import ARTIFACT_COLUMNS, Frame, FrameFailure, FrameKey, FrameMeta, FrameResult
-from daemon.store import ResultsStore, StoreError, open_store_readonly
+from daemon.results.store import ResultsStore, StoreError, open_store_readonly
 from engines import __version__
 
 

@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 from daemon.frames import Frame, FrameKey, FrameMeta, FrameResult
-from daemon.store import ResultsStore, open_store_readonly
+from daemon.results.store import ResultsStore, open_store_readonly
 
 ARCHIVE = Path(__file__).parent / "fixtures" / "store_layout1.zarr.tar.xz"
 IDENTITIES = [f"plate1/B0{i + 2}_f1.tif|{2048 + i}|{10**18 + i}" for i in range(3)]

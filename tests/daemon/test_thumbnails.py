@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon import store as store_module
+from daemon.results import store as store_module
 from daemon.frames import FrameResult
-from daemon.store import ResultsStore, StoreError, open_store_readonly
-from daemon.thumbnails import LABEL_DTYPE, make_thumbnail
+from daemon.results.store import ResultsStore, StoreError, open_store_readonly
+from daemon.results.thumbnails import LABEL_DTYPE, make_thumbnail
 from tests.daemon.test_store import make_result
 
 

@@ -15,11 +15,11 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.client import ArtifactClient
+from daemon.tools.client import ArtifactClient
 from daemon.config import ConfigError, ZmqConfig
 from daemon.endpoints import binds_all_interfaces
 from daemon.frames import Frame, pixel_digest
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 from daemon.sources.zmq import MessageError, ZmqSource, parse_message
 
 LOOPBACK = "tcp://127.0.0.1:0"

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from daemon.config import ConfigError, config_problems, parse_config, read_toml
-from daemon.metadata import check_regex
+from daemon.decode.names import check_regex
 
 logger = logging.getLogger(__name__)
 

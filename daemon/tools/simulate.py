@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from daemon.metadata import well_name
+from daemon.decode.names import well_name
 from engines.data.synth import SynthFrame, SynthOptions, frame_for
 from engines.files import replace_atomically
 

@@ -23,7 +23,7 @@ import urllib.request
 from collections import deque
 from urllib.parse import urlsplit
 
-from daemon.alerts import Alert
+from daemon.sinks.alerts import Alert
 from daemon.config import AlertsConfig
 from daemon.threads import StoppableThread
 

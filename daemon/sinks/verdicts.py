@@ -7,7 +7,7 @@ Multipart [topic, JSON]. Topic b"verdict":
      "latency_s": 0.41, "processed_at": "2026-01-01T12:00:01+00:00"}
 
 `frame_id` is the sender's id for streamed frames and the relative path for files (then equal
-to `source`). Topic b"alert" carries an Alert (daemon.alerts) as JSON. A PUB socket never
+to `source`). Topic b"alert" carries an Alert (daemon.sinks.alerts) as JSON. A PUB socket never
 blocks: a subscriber that does not keep up loses messages at its high-water mark, not us.
 
 PUB sockets are not thread-safe; a lock makes publish() and publish_alert() safe to call from
@@ -25,7 +25,7 @@ from typing import Any
 
 import zmq
 
-from daemon.alerts import Alert
+from daemon.sinks.alerts import Alert
 from daemon.config import ConfigError, VerdictsConfig
 from daemon.endpoints import binds_all_interfaces
 from daemon.frames import FrameResult

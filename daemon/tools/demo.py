@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.simulate import DEFAULT_SMUDGE, SimulateOptions, plate_wells, simulate_plate
-from daemon.store import ResultsStore
+from daemon.tools.simulate import DEFAULT_SMUDGE, SimulateOptions, plate_wells, simulate_plate
+from daemon.results.store import ResultsStore
 
 logger = logging.getLogger("artifactd.demo")
 
@@ -132,7 +132,7 @@ def agreement(table: dict[str, np.ndarray], truth_csv: Path) -> str:
 def alerts_raised(log: Path) -> list[str]:
     """The service's alert lines (fired and resolved), in order."""
     lines = log.read_text(errors="replace").splitlines()
-    return [line.split(" daemon.alerts: ", 1)[1] for line in lines if " daemon.alerts: " in line]
+    return [line.split(" daemon.sinks.alerts: ", 1)[1] for line in lines if " daemon.sinks.alerts: " in line]
 
 
 def print_optics(table: dict[str, np.ndarray]) -> None:

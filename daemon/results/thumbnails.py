@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.zarr_internals import chunk_key, run
+from daemon.results.zarr_internals import chunk_key, run
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _stretch(image: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# In the results store (daemon.store calls these from its append, trim and rollback)
+# In the results store (daemon.results.store calls these from its append, trim and rollback)
 
 ChunkEncoder = Callable[[Any], Any]  # AsyncArray -> numcodecs codec, or None (zarr writes)
 
@@ -336,6 +336,6 @@ def multiscale(name: str, pixel_um: float | None, axes: tuple[str, ...]) -> dict
 
 
 def _damaged(path: Path, what: str) -> Exception:
-    from daemon.store import StoreError  # the store's own error; imported late (it imports us)
+    from daemon.results.store import StoreError  # the store's own error; imported late (it imports us)
 
     return StoreError(f"{path}: {what}: the store is damaged")

@@ -18,7 +18,7 @@
                    on and are left out (both counts are logged)
 --ome-zarr-plate OUT.zarr
                    one plate's thumbnails and artifact labels as an NGFF 0.5 HCS plate
-                   (daemon.hcs); --plate NAME says which when the store holds several
+                   (daemon.tools.hcs); --plate NAME says which when the store holds several
 --history          also the replaced results (by default only current frames and their
                    artifacts are exported)
 
@@ -40,9 +40,9 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-from daemon.corrections import training_labels
-from daemon.hcs import PlateExportError, export_plate
-from daemon.store import ResultsStore, StoreError, open_store_readonly
+from daemon.results.corrections import training_labels
+from daemon.tools.hcs import PlateExportError, export_plate
+from daemon.results.store import ResultsStore, StoreError, open_store_readonly
 from engines.files import replace_atomically
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ to the committed count, which also discards the rows of an append that a crash i
 
 `append()` skips results whose identity the store already holds: a frame replayed after a crash
 between the store write and the journal commit is not stored twice. The identities are looked up
-in an index on disk beside the identity column (daemon.identity_index), not held in memory, so a
+in an index on disk beside the identity column (daemon.results.identity_index), not held in memory, so a
 long-running service stays at the same size; the index is rebuilt from the column when it lags
 or is lost.
 
@@ -59,7 +59,7 @@ metadata (shapes) and every read, but the chunks an append writes are encoded he
 codecs the arrays declare (bytes, vlen-utf8, zstd: checked when the store opens; zarr writes any
 other layout), because zarr's per-chunk pipeline costs about 1.5 ms a column, several times the
 encoding itself. Tests read everything back through zarr and ome-zarr. The few zarr internals
-this needs (one event-loop call per append, chunk keys) are wrapped in daemon.zarr_internals,
+this needs (one event-loop call per append, chunk keys) are wrapped in daemon.results.zarr_internals,
 for the zarr releases pyproject pins.
 
 Only one process may write a store: the writer holds an exclusive flock on the store folder.
@@ -94,12 +94,12 @@ from zarr.buffer import default_buffer_prototype
 from zarr.codecs import BytesCodec, VLenUTF8Codec, ZstdCodec
 from zarr.storage import LocalStore
 
-from daemon.corrections import Correction
+from daemon.results.corrections import Correction
 from daemon.frames import ARTIFACT_COLUMNS, STATIONARY, FrameFailure, FrameResult
-from daemon.identity_index import FILE_NAME as INDEX_FILE
-from daemon.identity_index import IdentityIndex
-from daemon.thumbnails import Thumbnail, ThumbnailBatch, ThumbnailStacks
-from daemon.zarr_internals import async_group, chunk_key, fill_value, run
+from daemon.results.identity_index import FILE_NAME as INDEX_FILE
+from daemon.results.identity_index import IdentityIndex
+from daemon.results.thumbnails import Thumbnail, ThumbnailBatch, ThumbnailStacks
+from daemon.results.zarr_internals import async_group, chunk_key, fill_value, run
 from engines import __version__
 from engines.timestamps import timestamp
 
@@ -139,7 +139,7 @@ FRAME_COLUMNS: dict[str, Any] = {
     "processed_at": STR,
     "mask_stack": STR,  # "" when no mask was stored (an empty label image)
     "mask_index": np.int64,  # t in that stack; -1 when none
-    "thumbnail_stack": STR,  # thumbnails/<stack> (daemon.thumbnails); "" when none
+    "thumbnail_stack": STR,  # thumbnails/<stack> (daemon.results.thumbnails); "" when none
     "thumbnail_index": np.int64,  # t in that stack; -1 when none
 }
 
@@ -151,7 +151,7 @@ ARTIFACT_TABLE_COLUMNS: dict[str, Any] = {
     # 32-bit: ample for these measurements (frames hold at most 2**31 pixels), and this is the
     # largest table.
     **{c: (np.int32 if c in _ARTIFACT_INT else np.float32) for c in ARTIFACT_COLUMNS},
-    # On the optics, not in the sample (daemon.optics). Stores written before it have no such
+    # On the optics, not in the sample (daemon.sinks.optics). Stores written before it have no such
     # column: a writer adds it (false for the rows already there), a reader sees false.
     STATIONARY: np.bool_,
 }
@@ -163,7 +163,7 @@ FAILURE_COLUMNS: dict[str, Any] = {
     "failed_at": STR,
 }
 
-# The operator's corrections from the plate page, append-only (daemon.corrections).
+# The operator's corrections from the plate page, append-only (daemon.results.corrections).
 CORRECTION_COLUMNS: dict[str, Any] = {
     "identity": STR,
     "source": STR,
@@ -822,7 +822,7 @@ class ResultsStore:
             self._counts = counts
 
     def record_corrections(self, corrections: Sequence[Correction]) -> None:
-        """Append operator corrections (daemon.corrections) to their table; durable. Each must
+        """Append operator corrections (daemon.results.corrections) to their table; durable. Each must
         name a committed frame row and that row's identity."""
         self._check_writable()
         if not corrections:
@@ -1125,7 +1125,7 @@ class ResultsStore:
         return self._read_table("failures")
 
     def correction_table(self) -> dict[str, np.ndarray]:
-        """Every correction recorded, oldest first (daemon.corrections.latest picks per frame)."""
+        """Every correction recorded, oldest first (daemon.results.corrections.latest picks per frame)."""
         return self._read_table("corrections")
 
     def stored_verdicts(self, identities: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -1184,7 +1184,7 @@ class ResultsStore:
                 ) from exc
 
     def thumbnail(self, row: int) -> Thumbnail | None:
-        """The thumbnail of frame-table row `row` (daemon.thumbnails); None when it has none."""
+        """The thumbnail of frame-table row `row` (daemon.results.thumbnails); None when it has none."""
         self._check_open()
         with self._lock:
             n = self._counts["frames"]

@@ -2,7 +2,7 @@
 
 A frame gets the identity the folder service gives it: its path relative to the ARCHIVE folder
 (what `artifactd run --input ARCHIVE` watches), its size and its mtime (daemon.frames.FrameKey),
-and file names are parsed by daemon.metadata as the service parses them. So the tables equal
+and file names are parsed by daemon.decode.names as the service parses them. So the tables equal
 those of `artifactd run --once` on the same files, and a later `artifactd run` on the same folder
 and store finds these frames done.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from daemon.config import Config
 from daemon.frames import FrameKey
-from daemon.metadata import NameMeta, parse_name
+from daemon.decode.names import NameMeta, parse_name
 from daemon.sources.fs import frame_files, source_name
 from engines.files import replace_atomically
 from engines.timestamps import timestamp
@@ -47,7 +47,7 @@ class PlannedFile:
     source: str  # relative to its archive folder, forward slashes: the store's `source`
     size: int
     mtime_ns: int
-    plate: str = ""  # as the file name says (daemon.metadata), for the summary
+    plate: str = ""  # as the file name says (daemon.decode.names), for the summary
     well: str = ""
 
     @property

@@ -30,7 +30,7 @@ import tifffile
 
 from daemon.config import InputConfig, MetadataConfig
 from daemon.frames import Frame, FrameMeta, ReadyFile
-from daemon.metadata import parse_name
+from daemon.decode.names import parse_name
 from engines.timestamps import timestamp_ns
 
 logger = logging.getLogger(__name__)

@@ -28,13 +28,13 @@ from typing import Protocol
 
 import numpy as np
 
-from daemon.analysis import Analysis, Scored
+from daemon.pipeline.analysis import Analysis, Scored
 from daemon.config import PipelineConfig
-from daemon.decode import DecodeOptions, FrameError, read_frame
+from daemon.decode.tiff import DecodeOptions, FrameError, read_frame
 from daemon.frames import STATIONARY, Frame, FrameFailure, FrameKey, FrameResult, ReadyFile
-from daemon.metrics import Metrics
-from daemon.retries import Retries
-from daemon.thumbnails import make_thumbnail
+from daemon.ops.metrics import Metrics
+from daemon.pipeline.retries import Retries
+from daemon.results.thumbnails import make_thumbnail
 from engines.runtime.base import Engine
 from engines.runtime.familiarity import Familiarity
 from engines.runtime.postprocess import PostprocessOptions
@@ -48,7 +48,7 @@ END = object()  # end marker passed downstream on drain
 # file went away before it was read (if it comes back, it is seen again).
 PASSING_REASONS = frozenset({"changed", "missing", "permission", "inference", "postprocess",
                              "writer"})
-# Of those, the ones tried again in this run after a back-off (daemon.retries).
+# Of those, the ones tried again in this run after a back-off (daemon.pipeline.retries).
 RETRIED_REASONS = frozenset({"permission", "inference", "postprocess"})
 # A result the store refuses for what it holds (not for the disk): that frame fails alone.
 UNSTORABLE = "unstorable"
@@ -57,14 +57,14 @@ Sink = Callable[[Sequence[FrameResult], Sequence[float]], None]
 
 
 class ResultsWriter(Protocol):
-    """What the writer needs from the results store (the real one: daemon.store.ResultsStore)."""
+    """What the writer needs from the results store (the real one: daemon.results.store.ResultsStore)."""
 
     def append(self, results: Sequence[FrameResult]) -> list[str]: ...
     def record_failures(self, failures: Sequence[FrameFailure]) -> None: ...
 
 
 class DoneJournal(Protocol):
-    """What the writer needs from the journal (the real one: daemon.journal.Journal)."""
+    """What the writer needs from the journal (the real one: daemon.results.journal.Journal)."""
 
     def commit(self, keys: Sequence[FrameKey], outcome: str) -> None: ...
 
@@ -81,7 +81,7 @@ class PipelineParts:
     segment_all: bool = False
     sinks: tuple[Sink, ...] = ()
     familiarity: Familiarity | None = None  # the model's training frames' appearance
-    # Marks artifacts on the optics (daemon.optics.OpticsTracker.mark) before rows are written,
+    # Marks artifacts on the optics (daemon.sinks.optics.OpticsTracker.mark) before rows are written,
     # so the stored artifact table says which; called on the writer thread, in arrival order.
     mark_stationary: Callable[[Sequence[FrameResult]], list[FrameResult]] | None = None
     thumbnail_downsample: int = 0  # a thumbnail per frame at 1/this scale; 0 = none

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from statistics import median
 
 from daemon.frames import FrameResult
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 from engines.runtime.familiarity import PLATE_UNFAMILIAR, UNFAMILIAR
 
 logger = logging.getLogger(__name__)

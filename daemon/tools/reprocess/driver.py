@@ -35,9 +35,9 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from daemon.config import Config, local_workers
-from daemon.reprocess.committer import Committer, TaskFailure
-from daemon.reprocess.plan import Task
-from daemon.reprocess.worker import (
+from daemon.tools.reprocess.committer import Committer, TaskFailure
+from daemon.tools.reprocess.plan import Task
+from daemon.tools.reprocess.worker import (
     EVENTS,
     KEY_PREFIX,
     PLUGIN,

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from daemon.config import Config, ConfigError, load_config
 from daemon.frames import file_identity
-from daemon.metadata import check_regex
-from daemon.reprocess.plan import (
+from daemon.decode.names import check_regex
+from daemon.tools.reprocess.plan import (
     Plan,
     PlanError,
     make_plan,
@@ -76,7 +76,7 @@ class Settings:
 def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        from daemon.reprocess import driver
+        from daemon.tools.reprocess import driver
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("dask", "distributed", "tqdm"):
             raise
@@ -163,9 +163,9 @@ class Run:
         self.started = started
 
     def execute(self, driver) -> int:
-        from daemon.journal import Journal, JournalError
-        from daemon.reprocess.committer import Committer
-        from daemon.store import ResultsStore, StoreError
+        from daemon.results.journal import Journal, JournalError
+        from daemon.tools.reprocess.committer import Committer
+        from daemon.results.store import ResultsStore, StoreError
 
         config = self.settings.config
         try:

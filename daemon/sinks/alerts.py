@@ -12,10 +12,10 @@ Four rules (thresholds from `[alerts]` and `[optics]` in config.toml):
   (not below BASELINE_FLOOR), judged once `surge_min_fields` fields were seen. Resolves after
   SURGE_RESOLVE_FIELDS fields in a row below the threshold.
 - "optics": an artifact at the same place in the field, field after field in different wells
-  (daemon.optics, `[optics]`): dirt on the camera, objective or light path, not in the plate. One
+  (daemon.sinks.optics, `[optics]`): dirt on the camera, objective or light path, not in the plate. One
   alert per place; resolves when the place is no longer seen (the light path was cleaned).
   Artifacts on the optics do not count towards the three rules above: a field whose only
-  artifacts are on the optics is judged clean, its area without them (daemon.alert_hold makes
+  artifacts are on the optics is judged clean, its area without them (daemon.sinks.alert_hold makes
   fields wait for that decision).
 
 Each alert fires once and resolves once: state is kept per (plate, rule, well or place). A plate
@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.config import AlertsConfig
 from daemon.frames import FrameResult
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 from engines.timestamps import timestamp
 
 if TYPE_CHECKING:
-    from daemon.optics import OpticsEvent
+    from daemon.sinks.optics import OpticsEvent
 
 logger = logging.getLogger(__name__)
 

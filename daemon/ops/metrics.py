@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from daemon.metadata import unparsed_names
+from daemon.decode.names import unparsed_names
 
 logger = logging.getLogger(__name__)
 
