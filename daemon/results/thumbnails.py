@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from daemon.results.ngff import LABEL_NAME, NGFF_VERSION, known_pixel_size, multiscale
+from daemon.results.schema import StoreError
 from daemon.results.zarr_internals import chunk_key, run
 
 logger = logging.getLogger(__name__)
 
 GROUP = "thumbnails"
-LABEL_NAME = "artifacts"
-NGFF_VERSION = "0.5"
 LABEL_DTYPE = np.dtype(np.uint32)  # any frame's labels fit; zstd makes the width cost nothing
 STRETCH_PERCENTILES = (0.5, 99.5)
 
@@ -316,26 +315,9 @@ def _create_stack(group: Any, name: str, shape: tuple[int, int], pixel_size_um: 
 
 
 def _scale(pixel_size_um: float | None, downsample: int) -> float | None:
-    if pixel_size_um is None or not math.isfinite(pixel_size_um) or pixel_size_um <= 0:
-        return None
-    return float(pixel_size_um) * downsample
-
-
-def multiscale(name: str, pixel_um: float | None, axes: tuple[str, ...]) -> dict:
-    """NGFF multiscales of one level; y and x in micrometres when the pixel size is known."""
-    entries, scale = [], []
-    for axis in axes:
-        entry: dict[str, str] = {"name": axis, "type": "time" if axis == "t" else
-                                 "channel" if axis == "c" else "space"}
-        if axis in ("y", "x") and pixel_um is not None:
-            entry["unit"] = "micrometer"
-        entries.append(entry)
-        scale.append(pixel_um if axis in ("y", "x") and pixel_um is not None else 1.0)
-    return {"name": name, "axes": entries, "datasets": [
-        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}
+    known = known_pixel_size(pixel_size_um)
+    return None if known is None else known * downsample
 
 
 def _damaged(path: Path, what: str) -> Exception:
-    from daemon.results.store import StoreError  # the store's own error; imported late (it imports us)
-
     return StoreError(f"{path}: {what}: the store is damaged")

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from daemon.plates import LAYOUTS, infer_format, parse_well, row_name
-from daemon.results.thumbnails import LABEL_NAME, NGFF_VERSION, multiscale
+from daemon.results.ngff import LABEL_NAME, NGFF_VERSION, multiscale
 
 logger = logging.getLogger(__name__)
 
