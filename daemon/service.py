@@ -30,6 +30,7 @@ from daemon.ops.notify import SystemdNotifier
 from daemon.sinks.optics import OpticsTracker
 from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.sinks.unfamiliar import UnfamiliarPlates
+from daemon.sources.base import Source
 from engines.runtime.familiarity import Familiarity
 from engines.runtime.modelcard import ModelError, load_model
 
@@ -157,7 +158,7 @@ class Service:
             ),
             config.pipeline,
         )
-        self.sources: list = []
+        self.sources: list[Source] = []
         self.page = None
 
     def _plate_summary(self):
@@ -302,13 +303,12 @@ class Service:
         return True
 
     def _backlog_finished(self) -> bool:
-        return all(s.backlog_done for s in self.sources if hasattr(s, "backlog_done")) and \
-            self.pipeline.in_flight == 0
+        return all(s.backlog_done for s in self.sources) and self.pipeline.in_flight == 0
 
     def _not_handed_on(self) -> dict[str, str]:
         found: dict[str, str] = {}
         for source in self.sources:
-            found.update(getattr(source, "not_handed_on", {}))
+            found.update(source.not_handed_on)
         return found
 
     def _once_summary(self) -> int:

@@ -228,6 +228,16 @@ class ZmqSource:
         """The endpoint actually bound or connected (a tcp port 0 resolved); set by start()."""
         return self._endpoint
 
+    @property
+    def backlog_done(self) -> bool:
+        """Always: a stream has no backlog (frames sent before start() are the sender's)."""
+        return True
+
+    @property
+    def not_handed_on(self) -> dict[str, str]:
+        """Always empty: a frame that cannot be handed on is counted and logged, not named."""
+        return {}
+
     def start(self) -> None:
         config = self._config
         context, owned_context = self._context, None
