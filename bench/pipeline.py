@@ -42,7 +42,7 @@ from daemon.frames import FrameKey, FrameResult, ReadyFile
 from daemon.results.journal import Journal
 from daemon.ops.metrics import Metrics
 from daemon.pipeline.stages import Pipeline, PipelineParts
-from daemon.service import postprocess_options, segment_all
+from daemon.pipeline.analysis import Analysis, postprocess_options, segment_all
 from daemon.sources.fs import FolderSource
 from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
@@ -164,8 +164,8 @@ def through_pipeline(engines, bundle, config: Config, root: Path, work: Path, na
     pipeline = Pipeline(PipelineParts(
         engines=engines, store=store, journal=journal, metrics=Metrics(),
         decode=DecodeOptions.from_config(config.input, config.metadata),
-        postprocess=postprocess_options(config, bundle),
-        detect_threshold=bundle.card.detect_threshold, segment_all=segment_all(config, bundle),
+        analysis=Analysis(postprocess_options(config, bundle), bundle.card.detect_threshold,
+                          segment_all(config, bundle)),
         sinks=(record,),
         thumbnail_downsample=config.thumbnails.downsample if config.thumbnails.enabled else 0,
     ), config.pipeline)

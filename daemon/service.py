@@ -21,17 +21,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from daemon.pipeline.analysis import postprocess_options, segment_all
 from daemon.config import Config, ConfigError, load_config
-from daemon.decode.tiff import DecodeOptions
 from daemon.decode.names import check_regex
+from daemon.decode.tiff import DecodeOptions
 from daemon.ops.metrics import Metrics
 from daemon.ops.notify import SystemdNotifier
-from daemon.sinks.optics import OpticsTracker
+from daemon.pipeline.analysis import Analysis
 from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.sinks.optics import OpticsTracker
 from daemon.sinks.unfamiliar import UnfamiliarPlates
 from daemon.sources.base import Source
-from engines.runtime.familiarity import Familiarity
 from engines.runtime.modelcard import ModelError, load_model
 
 logger = logging.getLogger(__name__)
@@ -147,11 +146,8 @@ class Service:
                 engines=engines, store=self.store, journal=self.journal, metrics=self.metrics,
                 decode=DecodeOptions.from_config(config.input, config.metadata,
                                                  in_channels=bundle.card.in_channels),
-                postprocess=postprocess_options(config, bundle),
-                detect_threshold=bundle.card.detect_threshold,
-                segment_all=segment_all(config, bundle),
+                analysis=Analysis.for_model(config, bundle),
                 sinks=self._sinks(),
-                familiarity=Familiarity.from_dict(bundle.card.familiarity),
                 mark_stationary=self.optics.mark if self.optics is not None else None,
                 thumbnail_downsample=(config.thumbnails.downsample
                                       if config.thumbnails.enabled else 0),

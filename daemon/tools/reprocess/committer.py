@@ -3,7 +3,7 @@
 The workers write nothing. The driver appends the rows and masks of every task that finished
 since its last append in one `ResultsStore.append` (durable when it returns; readers see only
 committed rows, so never a half-merged task), records failures, and only then journals the
-file versions as done: the service's rule (daemon.pipeline.stages.commit_done), so a crash anywhere
+file versions as done: the service's rule (daemon.pipeline.writer.commit_done), so a crash anywhere
 leaves at most frames in the store that the journal does not know, which the store skips when
 they come again. Each frame is therefore stored once, whichever worker or retry produced it.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from daemon.frames import FrameFailure, FrameResult
 from daemon.results.journal import Journal
-from daemon.pipeline.stages import PASSING_REASONS, append_or_refuse, commit_done, is_io_failure
+from daemon.pipeline.writer import PASSING_REASONS, append_or_refuse, commit_done, is_io_failure
 from daemon.tools.reprocess.plan import Task
 from daemon.tools.reprocess.worker import TaskOutcome
 from daemon.results.store import ResultsStore
