@@ -27,7 +27,8 @@ COMMANDS = {
         "artifactd run --config /etc/artifactd/config.toml        watch until stopped",
         "artifactd run --input /data/plate7 --output plate7.zarr --once   what is there, then exit",
     ]),
-    "config": ("daemon.tools.config_command", "print the documented default config, or check a file", [
+    "config": ("daemon.tools.config_command",
+               "print the documented default config, or check a file", [
         "artifactd config > config.toml                 the defaults, to edit",
         "artifactd config /etc/artifactd/config.toml    check a file before starting",
     ]),
@@ -78,7 +79,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         unset = action.default is None or action.default is False or action.default == ""
         shown = "default" in text.lower() or unset or action.default is argparse.SUPPRESS
-        takes_value = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        takes_value = action.option_strings or action.nargs in (argparse.OPTIONAL,
+                                                                 argparse.ZERO_OR_MORE)
         return text if shown or not takes_value else text + " (default: %(default)s)"
 
 

@@ -87,7 +87,8 @@ class FrameResult:
     score: float  # detector probability that the frame holds an artifact
     flagged: bool
     labels: np.ndarray  # (H, W) uint16/uint32, 0 = background
-    # ARTIFACT_COLUMNS (and STATIONARY, once daemon.sinks.optics has looked) -> 1-D, one row per artifact
+    # ARTIFACT_COLUMNS (and STATIONARY, once daemon.sinks.optics has looked) -> 1-D, one row
+    # per artifact
     artifacts: dict[str, np.ndarray] = field(default_factory=dict)
     area_fraction: float = 0.0
     n_artifacts: int = 0

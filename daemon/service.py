@@ -41,9 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, help="folder to watch (overrides input.folder)")
     parser.add_argument("--output", type=Path, help="results store (overrides output.store)")
     parser.add_argument("--once", action="store_true",
-                        help="process what is in the input folder, print a summary and exit: 0 when every "
-                        "file is done, 1 when some are left to process again (named in the log)")
-    parser.add_argument("--metrics-port", type=int, help="overrides metrics.port (0: any free port)")
+                        help="process what is in the input folder, print a summary and exit: 0 "
+                        "when every file is done, 1 when some are left to process again (named in "
+                        "the log)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="overrides metrics.port (0: any free port)")
     parser.add_argument("--web-port", type=int, help="overrides web.port (0: any free port)")
 
 
@@ -71,7 +73,8 @@ def configure(args: argparse.Namespace) -> Config:
     if args.input is not None:
         config = config.with_section("input", folder=str(args.input))
     if args.output is not None:
-        config = config.with_section("output", store=str(args.output), journal=config.output.journal)
+        config = config.with_section("output", store=str(args.output),
+                                     journal=config.output.journal)
     if args.metrics_port is not None:
         config = config.with_section("metrics", port=args.metrics_port)
     if getattr(args, "web_port", None) is not None:
@@ -167,7 +170,8 @@ class Service:
         summary = PlateSummary(self.config.web.plate_format)
         n = summary.load(self.store)
         if n:
-            logger.info("plate page: %d stored frames read in %.1f s", n, time.monotonic() - started)
+            logger.info("plate page: %d stored frames read in %.1f s", n,
+                        time.monotonic() - started)
         return summary
 
     def page_status(self) -> dict:
@@ -225,7 +229,8 @@ class Service:
         server = None
         try:
             if self.config.metrics.enabled:
-                server, thread = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+                server, thread = self.metrics.serve(self.config.metrics.host,
+                                                    self.config.metrics.port)
             self._start_page()
             self.pipeline.start()
             self._start_sources()
@@ -294,8 +299,8 @@ class Service:
             return False
         if not stalled:
             logger.error("no frame has become durable for %.0f s while %d wait (service."
-                         "stall_timeout_s); watchdog pings stopped, so systemd restarts the service",
-                         waited, self.pipeline.in_flight)
+                         "stall_timeout_s); watchdog pings stopped, so systemd restarts the "
+                         "service", waited, self.pipeline.in_flight)
         return True
 
     def _backlog_finished(self) -> bool:

@@ -29,8 +29,8 @@ import numpy as np
 import tifffile
 
 from daemon.config import InputConfig, MetadataConfig
-from daemon.frames import Frame, FrameMeta, ReadyFile
 from daemon.decode.names import parse_name
+from daemon.frames import Frame, FrameMeta, ReadyFile
 from engines.timestamps import timestamp_ns
 
 logger = logging.getLogger(__name__)

@@ -126,7 +126,8 @@ class Metrics:
     def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
         """Start the /metrics HTTP listener; returns the server and its thread, to shut down."""
         if host in ("0.0.0.0", "::", ""):
-            logger.warning("metrics listener bound to all interfaces (%s:%d) as configured", host, port)
+            logger.warning("metrics listener bound to all interfaces (%s:%d) as configured",
+                           host, port)
         server, thread = start_http_server(port, addr=host, registry=self.registry)
         logger.info("metrics at http://%s:%d/metrics", host, server.server_port)
         return server, thread

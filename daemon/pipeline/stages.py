@@ -177,7 +177,8 @@ class Pipeline:
         finished = not any(t.is_alive() for t in self._threads)
         if not finished:
             logger.error("drain did not finish within %.0f s; stopping with %d frames not written "
-                         "(they stay on disk and are processed on the next start)", timeout, self.in_flight)
+                         "(they stay on disk and are processed on the next start)", timeout,
+                         self.in_flight)
             self.abort()
         return finished
 
@@ -242,7 +243,8 @@ class Pipeline:
                 continue
             except Exception as exc:  # a decoder bug must not stop the service
                 logger.exception("unexpected error decoding %s", item.path)
-                self._put(self.write_q, FrameFailure(item.key.source, "decode", f"{item.path}: {exc}", item.key))
+                self._put(self.write_q, FrameFailure(item.key.source, "decode",
+                                                     f"{item.path}: {exc}", item.key))
                 continue
             self._put(self.batch_q, frame)
         self._pass_end("decode", self.batch_q, 1)
@@ -289,7 +291,8 @@ class Pipeline:
                 self._put(self.write_q, self._measure(item))
             except Exception as exc:
                 logger.exception("post-processing failed for %s", item.frame.meta.source)
-                failure = frame_failure(item.frame, "postprocess", f"post-processing failed ({exc})")
+                failure = frame_failure(item.frame, "postprocess",
+                                        f"post-processing failed ({exc})")
                 self._retry_or_fail(item.frame, failure, self.batch_q)
         self._pass_end("postprocess", self.write_q, 1)
 
@@ -298,10 +301,12 @@ class Pipeline:
         if not self.parts.thumbnail_downsample:
             return result
         # Here, not in the writer: the post-processing threads make them side by side.
-        thumbnail = make_thumbnail(result.frame.pixels, result.labels, self.parts.thumbnail_downsample)
+        thumbnail = make_thumbnail(result.frame.pixels, result.labels,
+                                   self.parts.thumbnail_downsample)
         return replace(result, thumbnail=thumbnail)
 
-    def _retry_or_fail(self, item: ReadyFile | Frame, failure: FrameFailure, stage: queue.Queue) -> None:
+    def _retry_or_fail(self, item: ReadyFile | Frame, failure: FrameFailure,
+                       stage: queue.Queue) -> None:
         """A passing fault is tried again after a back-off (the item goes back to `stage`);
         a fault of the file's own content, or the last try, goes to the writer as a failure."""
         if failure.reason in RETRIED_REASONS and self._retries.allows(item.attempt):

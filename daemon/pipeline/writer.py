@@ -95,8 +95,8 @@ class Writer:
             self._write(items)
         except Exception as exc:
             logger.exception("writing %d result(s) failed", len(items))
-            failures = [i if isinstance(i, FrameFailure) else frame_failure(i.frame, "writer", str(exc))
-                        for i in items]
+            failures = [i if isinstance(i, FrameFailure)
+                        else frame_failure(i.frame, "writer", str(exc)) for i in items]
             for failure in failures:
                 self.metrics.failed.labels(reason="writer").inc()
                 self.tally.add_failure(replace(failure, reason="writer"))
@@ -130,8 +130,9 @@ class Writer:
                              "unmarked", len(results))
             return results
 
-    def _durably(self, results: list[FrameResult],
-                 failures: list[FrameFailure]) -> tuple[list[FrameResult], list[FrameFailure]] | None:
+    def _durably(
+        self, results: list[FrameResult], failures: list[FrameFailure]
+    ) -> tuple[list[FrameResult], list[FrameFailure]] | None:
         """Make results and failures durable; returns what was stored, or None on abort.
 
         Only I/O failures of the store (disk full, permissions, a lost mount) are retried,

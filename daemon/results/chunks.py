@@ -6,8 +6,8 @@ metadata (shapes) and every read, but the chunks an append writes are encoded he
 codecs the arrays declare (bytes, vlen-utf8, zstd: checked when the store opens; zarr writes any
 other layout), because zarr's per-chunk pipeline costs about 1.5 ms a column, several times the
 encoding itself. Tests read everything back through zarr and ome-zarr. The few zarr internals
-this needs (one event-loop call per append, chunk keys) are wrapped in daemon.results.zarr_internals,
-for the zarr releases pyproject pins.
+this needs (one event-loop call per append, chunk keys) are wrapped in
+daemon.results.zarr_internals, for the zarr releases pyproject pins.
 """
 
 from __future__ import annotations

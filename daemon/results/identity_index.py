@@ -13,6 +13,7 @@ full rebuild reads the column in slices, so memory stays bounded there too).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -140,7 +141,5 @@ def _open(path: Path | str) -> sqlite3.Connection:
 
 def _remove(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").unlink()
-        except FileNotFoundError:
-            pass

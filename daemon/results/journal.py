@@ -18,6 +18,7 @@ guarantee.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -186,10 +187,8 @@ class Journal:
 
     def _close_quietly(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
-            except sqlite3.Error:
-                pass
             self._conn = None
 
     def __enter__(self) -> Journal:

@@ -2,8 +2,8 @@
 
 zarr's public API has no way to run several array operations in one event-loop call, to
 update a group's attributes inside such a call, or to name a chunk's key; the results store
-needs all three for its single durable append (daemon.results.store). Everything else in the store is
-public API. Each internal is wrapped here so that a zarr upgrade breaks one module, and
+needs all three for its single durable append (daemon.results.store). Everything else in the
+store is public API. Each internal is wrapped here so that a zarr upgrade breaks one module, and
 pyproject pins zarr to ZARR_SUPPORTED, the releases these were checked against;
 tests/daemon/test_zarr_internals.py checks the pin, the installed release and each internal.
 """

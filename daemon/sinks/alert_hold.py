@@ -1,11 +1,11 @@
 """The contamination rules judge a field once the optics tracker has decided on its artifacts.
 
 The first sightings of dirt on the optics look like dirt in the sample: only later fields show
-that it stays at the same place (daemon.sinks.optics). Judged at once, those first fields would raise
-a well or plate alert for dirt that is not in the plate. So fields wait here, in the order they
-became durable, until each of their artifacts is known to be on the optics or not (its place
-confirmed, or forgotten); the rules (daemon.sinks.alerts) then judge them without the artifacts on the
-optics. Alerts about the optics themselves go out at once.
+that it stays at the same place (daemon.sinks.optics). Judged at once, those first fields would
+raise a well or plate alert for dirt that is not in the plate. So fields wait here, in the order
+they became durable, until each of their artifacts is known to be on the optics or not (its place
+confirmed, or forgotten); the rules (daemon.sinks.alerts) then judge them without the artifacts
+on the optics. Alerts about the optics themselves go out at once.
 
 The wait is bounded. A place is decided within OpticsTracker.max_wait fields of its first
 sighting, so at most that many fields wait (beyond it, the oldest is judged as it stands: a place
@@ -22,8 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from daemon.sinks.alerts import Alert, ContaminationMonitor
 from daemon.frames import FrameResult
+from daemon.sinks.alerts import Alert, ContaminationMonitor
 from daemon.sinks.optics import OpticsTracker, Sighting
 
 IDLE_RELEASE_S = 60.0

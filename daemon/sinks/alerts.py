@@ -12,8 +12,9 @@ Four rules (thresholds from `[alerts]` and `[optics]` in config.toml):
   (not below BASELINE_FLOOR), judged once `surge_min_fields` fields were seen. Resolves after
   SURGE_RESOLVE_FIELDS fields in a row below the threshold.
 - "optics": an artifact at the same place in the field, field after field in different wells
-  (daemon.sinks.optics, `[optics]`): dirt on the camera, objective or light path, not in the plate. One
-  alert per place; resolves when the place is no longer seen (the light path was cleaned).
+  (daemon.sinks.optics, `[optics]`): dirt on the camera, objective or light path, not in the
+  plate. One alert per place; resolves when the place is no longer seen (the light path was
+  cleaned).
   Artifacts on the optics do not count towards the three rules above: a field whose only
   artifacts are on the optics is judged clean, its area without them (daemon.sinks.alert_hold makes
   fields wait for that decision).

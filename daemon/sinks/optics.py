@@ -38,8 +38,8 @@ did not move when the plate was changed, so on the new plate its first sighting 
 
 The first fields - 1 sightings of a new place are written before the place is known, so they
 stay unmarked in the table. The contamination rules wait for the decision instead
-(daemon.sinks.alert_hold): each field reaches them once its artifacts are known to be on the optics or
-not, and the `Sighting` here says which.
+(daemon.sinks.alert_hold): each field reaches them once its artifacts are known to be on the
+optics or not, and the `Sighting` here says which.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from daemon.sinks.alerts import Field
 from daemon.config import OpticsConfig
 from daemon.frames import STATIONARY, FrameResult
+from daemon.sinks.alerts import Field
 
 logger = logging.getLogger(__name__)
 

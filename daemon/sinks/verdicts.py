@@ -25,10 +25,10 @@ from typing import Any
 
 import zmq
 
-from daemon.sinks.alerts import Alert
 from daemon.config import ConfigError, VerdictsConfig
 from daemon.endpoints import binds_all_interfaces
 from daemon.frames import FrameResult
+from daemon.sinks.alerts import Alert
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import urllib.request
 from collections import deque
 from urllib.parse import urlsplit
 
-from daemon.sinks.alerts import Alert
 from daemon.config import AlertsConfig
+from daemon.sinks.alerts import Alert
 from daemon.threads import StoppableThread
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.tools.simulate import DEFAULT_SMUDGE, SimulateOptions, plate_wells, simulate_plate
 from daemon.results.store import ResultsStore
+from daemon.tools.simulate import DEFAULT_SMUDGE, SimulateOptions, plate_wells, simulate_plate
 
 logger = logging.getLogger("artifactd.demo")
 
@@ -106,9 +106,10 @@ def sample_frames(store: Path) -> dict[str, np.ndarray]:
 
 def well_summary(table: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     wells: dict[str, dict[str, float]] = {}
-    for well, flagged, fraction, count in zip(table["well"], table["flagged"], table["area_fraction"],
-                                              table["n_artifacts"], strict=True):
-        entry = wells.setdefault(str(well), {"fields": 0, "flagged": 0, "area": 0.0, "artifacts": 0})
+    columns = (table["well"], table["flagged"], table["area_fraction"], table["n_artifacts"])
+    for well, flagged, fraction, count in zip(*columns, strict=True):
+        entry = wells.setdefault(str(well),
+                                 {"fields": 0, "flagged": 0, "area": 0.0, "artifacts": 0})
         entry["fields"] += 1
         entry["flagged"] += int(flagged)
         entry["area"] += float(fraction)
@@ -132,7 +133,8 @@ def agreement(table: dict[str, np.ndarray], truth_csv: Path) -> str:
 def alerts_raised(log: Path) -> list[str]:
     """The service's alert lines (fired and resolved), in order."""
     lines = log.read_text(errors="replace").splitlines()
-    return [line.split(" daemon.sinks.alerts: ", 1)[1] for line in lines if " daemon.sinks.alerts: " in line]
+    marker = " daemon.sinks.alerts: "
+    return [line.split(marker, 1)[1] for line in lines if marker in line]
 
 
 def print_optics(table: dict[str, np.ndarray]) -> None:
@@ -149,7 +151,8 @@ def print_plate(wells: dict[str, dict[str, float]]) -> None:
         cells = []
         for column in range(1, 13):
             entry = wells.get(f"{row}{column:02d}")
-            cells.append("  ." if not entry or not entry["flagged"] else f"{int(entry['flagged']):>3d}")
+            flagged = entry["flagged"] if entry else 0
+            cells.append(f"{int(flagged):>3d}" if flagged else "  .")
         print(f"  {row}  " + " ".join(cells))
     dirty = sorted(w for w, e in wells.items() if e["flagged"])
     print("\nwells with flagged fields:")
@@ -188,7 +191,8 @@ def heat_map(wells: dict[str, dict[str, float]], path: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--fields", type=int, default=2, help="fields per well")
     parser.add_argument("--size", type=int, default=1080, help="frame height and width")
@@ -205,8 +209,8 @@ def main() -> int:
     expected = len(plate_wells(96)) * args.fields
     print(f"service started (pid {service.pid}); metrics at http://127.0.0.1:{args.port}/metrics, "
           "live plate page at http://127.0.0.1:9753/")
-    print(f"acquiring a 96-well plate, {args.fields} fields per well, {args.size}x{args.size} uint16; "
-          f"dirty wells: {', '.join(CONTAMINATED)}; a smudge on the optics in every field")
+    print(f"acquiring a 96-well plate, {args.fields} fields per well, {args.size}x{args.size} "
+          f"uint16; dirty wells: {', '.join(CONTAMINATED)}; a smudge on the optics in every field")
     started = time.monotonic()
     simulate_plate(args.out / "frames", SimulateOptions(
         rate=0, plate=96, fields=args.fields, size=args.size, seed=2026,
@@ -241,7 +245,8 @@ def main() -> int:
     print(f"results store : {args.out / 'results.zarr'}  (open the masks in napari, tables via "
           "`artifactd export`)")
     print(f"plate heat-map: {args.out / 'plate.png'}")
-    print(f"metrics       : {args.out / 'metrics.txt'} (a snapshot; live at :{args.port}/metrics while running)")
+    print(f"metrics       : {args.out / 'metrics.txt'} (a snapshot; live at "
+          f":{args.port}/metrics while running)")
     print(f"service log   : {args.out / 'service.log'}")
     return 0
 

@@ -41,8 +41,8 @@ import tifffile
 from tqdm import tqdm
 
 from daemon.results.corrections import training_labels
-from daemon.tools.hcs import PlateExportError, export_plate
 from daemon.results.store import ResultsStore, StoreError, open_store_readonly
+from daemon.tools.hcs import PlateExportError, export_plate
 from engines.files import replace_atomically
 
 logger = logging.getLogger(__name__)
@@ -256,7 +256,8 @@ def export_labels(store: ResultsStore, path: Path) -> int:
     sources = np.array([source for source, _ in labels.rows], dtype=object)
     n = _write_csv(path, {"source": sources,
                           "label": np.array([label for _, label in labels.rows], dtype=object)})
-    counts = {label: sum(1 for _, got in labels.rows if got == label) for label in ("clean", "artifact")}
+    counts = {label: sum(1 for _, got in labels.rows if got == label)
+              for label in ("clean", "artifact")}
     logger.info("wrote %d corrected frames to %s (%d clean, %d artifact)", n, path,
                 counts["clean"], counts["artifact"])
     if labels.streamed:

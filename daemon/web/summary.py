@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from daemon.results.corrections import latest
 from daemon.frames import FrameResult
 from daemon.plates import fits, infer_format, parse_well
+from daemon.results.corrections import latest
 
 THROUGHPUT_WINDOW_S = 30.0
 CHANGE_LOG = 65536  # changed wells remembered; a page further behind reloads the state

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from daemon.sinks.alert_hold import HeldAlerts
-from daemon.sinks.alerts import AREA_SURGE, OPTICS, PLATE_FRACTION, WELL_FIELDS, ContaminationMonitor
+from daemon.sinks.alerts import (
+    AREA_SURGE,
+    OPTICS,
+    PLATE_FRACTION,
+    WELL_FIELDS,
+    ContaminationMonitor,
+)
 from daemon.config import AlertsConfig, OpticsConfig
 from daemon.frames import STATIONARY, Frame, FrameMeta, FrameResult
 from daemon.ops.metrics import Metrics

@@ -3,8 +3,8 @@ scheduler` with `dask worker` subprocesses, a worker and the driver SIGKILLed mi
 file and a model the workers cannot open. Every run is the real command in a subprocess; the
 store, the journal and `artifactd run --once` are the real ones.
 
-The archive is two simulated plates (daemon/tools/simulate.py) of three wells x two fields, 256 x 256
-uint16, so a run takes seconds; one LocalCluster is shared by the tests that connect to a
+The archive is two simulated plates (daemon/tools/simulate.py) of three wells x two fields,
+256 x 256 uint16, so a run takes seconds; one LocalCluster is shared by the tests that connect to a
 running cluster (each test writes its own store).
 """
 

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from daemon.config import Config, ConfigError, load_config
-from daemon.frames import file_identity
 from daemon.decode.names import check_regex
+from daemon.frames import file_identity
 from daemon.tools.reprocess.plan import (
     Plan,
     PlanError,
@@ -164,8 +164,8 @@ class Run:
 
     def execute(self, driver) -> int:
         from daemon.results.journal import Journal, JournalError
-        from daemon.tools.reprocess.committer import Committer
         from daemon.results.store import ResultsStore, StoreError
+        from daemon.tools.reprocess.committer import Committer
 
         config = self.settings.config
         try:

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from daemon.frames import FrameFailure, FrameResult
-from daemon.results.journal import Journal
 from daemon.pipeline.writer import PASSING_REASONS, append_or_refuse, commit_done, is_io_failure
+from daemon.results.journal import Journal
+from daemon.results.store import ResultsStore
 from daemon.tools.reprocess.plan import Task
 from daemon.tools.reprocess.worker import TaskOutcome
-from daemon.results.store import ResultsStore
 
 logger = logging.getLogger(__name__)
 

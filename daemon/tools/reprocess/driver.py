@@ -17,6 +17,7 @@ arrives, and the store skips any identity it holds, so nothing is stored twice.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import statistics
@@ -83,7 +84,7 @@ class Timings:
         gaps = []
         for runs in by_thread.values():
             runs.sort()
-            gaps += [max(0.0, b[0] - a[1]) for a, b in zip(runs, runs[1:])]
+            gaps += [max(0.0, b[0] - a[1]) for a, b in itertools.pairwise(runs)]
         return gaps
 
     def overhead(self) -> str:

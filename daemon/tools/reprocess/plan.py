@@ -26,8 +26,8 @@ from itertools import groupby
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.frames import FrameKey
 from daemon.decode.names import NameMeta, parse_name
+from daemon.frames import FrameKey
 from daemon.sources.fs import frame_files, source_name
 from engines.files import replace_atomically
 from engines.timestamps import timestamp

@@ -8,9 +8,9 @@ worker's threads (run one worker per GPU, as dask-cuda does). Engines are opened
 first use, in the task's thread, so a slow load never blocks the worker's event loop (its
 heartbeats), and closed when the plugin is removed at the end of the run.
 
-`analyse_task` decodes a task's files (daemon.decode.tiff), runs them through the models in batches
-and measures them (daemon.pipeline.analysis), exactly as the service does. It writes nothing: its rows
-and masks (zstd-compressed) go back to the driver, which alone writes the store.
+`analyse_task` decodes a task's files (daemon.decode.tiff), runs them through the models in
+batches and measures them (daemon.pipeline.analysis), exactly as the service does. It writes
+nothing: its rows and masks (zstd-compressed) go back to the driver, which alone writes the store.
 
 A file that cannot be decoded is a failure row of its own (the task goes on). A task whose
 model, inference or post-processing raises is raised again as TaskFailed: Dask runs it again
@@ -31,10 +31,10 @@ import numcodecs
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
-from daemon.pipeline.analysis import Analysis, Scored
 from daemon.config import Config
 from daemon.decode.tiff import DecodeOptions, FrameError, read_frame
 from daemon.frames import Frame, FrameFailure, FrameKey, FrameMeta, FrameResult, ReadyFile
+from daemon.pipeline.analysis import Analysis, Scored
 from daemon.tools.reprocess.plan import Task
 from engines.runtime.base import Engine
 from engines.runtime.modelcard import ModelBundle, load_model
