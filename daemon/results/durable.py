@@ -17,6 +17,10 @@ A barrier is one syncfs(2) of the store's filesystem on Linux (one call instead 
 file; note it also flushes other writers on that filesystem), else an fsync of every file and
 folder involved. With `fsync=False` the barriers are skipped: still atomic and ordered, so safe
 when the process dies, but the last appends can be lost on power loss.
+
+Files others read outside the store (CSV, TIFF exports, task lists) are written with
+engines.files.replace_atomically instead: atomic, but without these barriers. The store's own
+temporary files end in ".partial", which a writer removes when it opens the store.
 """
 
 from __future__ import annotations
