@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m daemon.demo
+	$(PY) -m daemon.tools.demo
 
 # The layer contracts in pyproject.toml ([tool.importlinter]) first, then the tests.
 test: $(STAMP) test-tools

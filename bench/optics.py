@@ -20,12 +20,12 @@ import tracemalloc
 
 import numpy as np
 
-from daemon.alert_hold import HeldAlerts
-from daemon.alerts import ContaminationMonitor
+from daemon.sinks.alert_hold import HeldAlerts
+from daemon.sinks.alerts import ContaminationMonitor
 from daemon.config import AlertsConfig, OpticsConfig
 from daemon.frames import Frame, FrameMeta, FrameResult
-from daemon.metrics import Metrics
-from daemon.optics import OpticsTracker
+from daemon.ops.metrics import Metrics
+from daemon.sinks.optics import OpticsTracker
 from engines.runtime.postprocess import measure
 
 DISTINCT = 40  # distinct frames, cycled (measuring them is not what is timed)

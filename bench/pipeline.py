@@ -37,14 +37,14 @@ import numpy as np
 import tifffile
 
 from daemon.config import Config
-from daemon.decode import DecodeOptions, read_frame
+from daemon.decode.tiff import DecodeOptions, read_frame
 from daemon.frames import FrameKey, FrameResult, ReadyFile
-from daemon.journal import Journal
-from daemon.metrics import Metrics
-from daemon.pipeline import Pipeline, PipelineParts
-from daemon.service import postprocess_options, segment_all
+from daemon.results.journal import Journal
+from daemon.ops.metrics import Metrics
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.pipeline.analysis import Analysis, postprocess_options, segment_all
 from daemon.sources.fs import FolderSource
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
 from engines.runtime.analyse import AnalysisOptions, analyse, infer
 from engines.runtime.modelcard import load_model
@@ -164,8 +164,8 @@ def through_pipeline(engines, bundle, config: Config, root: Path, work: Path, na
     pipeline = Pipeline(PipelineParts(
         engines=engines, store=store, journal=journal, metrics=Metrics(),
         decode=DecodeOptions.from_config(config.input, config.metadata),
-        postprocess=postprocess_options(config, bundle),
-        detect_threshold=bundle.card.detect_threshold, segment_all=segment_all(config, bundle),
+        analysis=Analysis(postprocess_options(config, bundle), bundle.card.detect_threshold,
+                          segment_all(config, bundle)),
         sinks=(record,),
         thumbnail_downsample=config.thumbnails.downsample if config.thumbnails.enabled else 0,
     ), config.pipeline)

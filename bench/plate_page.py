@@ -37,8 +37,8 @@ import numpy as np
 from daemon.config import WebConfig
 from daemon.frames import Frame, FrameKey, FrameMeta, FrameResult
 from daemon.plates import LAYOUTS, well_label
-from daemon.store import ResultsStore
-from daemon.thumbnails import make_thumbnail
+from daemon.results.store import ResultsStore
+from daemon.results.thumbnails import make_thumbnail
 from daemon.web.images import thumbnail_png
 from daemon.web.server import PlatePage
 from daemon.web.summary import PlateSummary

@@ -3,7 +3,7 @@
     python -m bench.reprocess [--plates 2] [--wells 24] [--fields 4] [--size 1080] [--distinct 24]
 
 1. An archive of --plates plates x --wells wells x --fields fields, named as an Operetta names
-   them: --distinct frames drawn by `daemon.simulate`, hard-linked over the archive (each link
+   them: --distinct frames drawn by `daemon.tools.simulate`, hard-linked over the archive (each link
    is its own file name, hence its own frame; disk use stays small).
 2. One after the other, each a subprocess with a store of its own: `artifactd run --once`,
    `artifactd reprocess --scheduler local:1` and `local:2` (whole wells per task). Wall time is
@@ -11,13 +11,13 @@
    cluster is up, and the command's own coordination figure (the idle time of a worker thread
    between two of its tasks).
 3. Per-task overhead with nothing to do: --noop-tasks tasks that return at once, through the
-   driver's own loop (daemon.reprocess.driver.Driver: a few tasks per worker thread ahead,
+   driver's own loop (daemon.tools.reprocess.driver.Driver: a few tasks per worker thread ahead,
    results fetched and committed in batches), on a `dask scheduler` and two `dask worker`
    processes: wall time per task, the scheduler process's CPU time per task (less what it
    spends idle as long), and the idle time of a worker thread between two tasks.
 4. The single committer's write rate: real results of the archive's distinct frames (the
    shipped model on ONNX Runtime, in this process), sent through `FrameRow` (what a task ships:
-   rows and a zstd mask) and committed by `daemon.reprocess.committer.Committer` into a real
+   rows and a zstd mask) and committed by `daemon.tools.reprocess.committer.Committer` into a real
    store and journal, fsync on, in batches of one 9-field well, 4 wells and 16 wells; plus the
    bytes a task sends back per frame.
 """
@@ -39,16 +39,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from daemon.analysis import Analysis
+from daemon.pipeline.analysis import Analysis
 from daemon.config import Config
-from daemon.decode import DecodeOptions, read_frame
+from daemon.decode.tiff import DecodeOptions, read_frame
 from daemon.frames import FrameKey, ReadyFile
-from daemon.journal import Journal
-from daemon.reprocess.committer import Committer
-from daemon.reprocess.plan import Task
-from daemon.reprocess.worker import FrameRow, TaskOutcome
-from daemon.simulate import SimulateOptions, simulate_plate
-from daemon.store import ResultsStore
+from daemon.results.journal import Journal
+from daemon.tools.reprocess.committer import Committer
+from daemon.tools.reprocess.plan import Task
+from daemon.tools.reprocess.worker import FrameRow, TaskOutcome
+from daemon.tools.simulate import SimulateOptions, simulate_plate
+from daemon.results.store import ResultsStore
 from engines.runtime.modelcard import load_model
 from engines.select import create_engine
 
@@ -125,7 +125,7 @@ def per_task_overhead(tasks: int, work: Path) -> dict:
     process's CPU time per task, and the driver's idle-gap figure."""
     from distributed import Client
 
-    from daemon.reprocess.driver import Driver, RunOptions
+    from daemon.tools.reprocess.driver import Driver, RunOptions
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     address_file = work / "scheduler.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.client import ArtifactClient
+from daemon.tools.client import ArtifactClient
 from engines.data.synth import SynthOptions, frame_for
 from tests.daemon.service_helpers import config_file, free_port
 

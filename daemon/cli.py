@@ -27,19 +27,20 @@ COMMANDS = {
         "artifactd run --config /etc/artifactd/config.toml        watch until stopped",
         "artifactd run --input /data/plate7 --output plate7.zarr --once   what is there, then exit",
     ]),
-    "config": ("daemon.config_command", "print the documented default config, or check a file", [
+    "config": ("daemon.tools.config_command",
+               "print the documented default config, or check a file", [
         "artifactd config > config.toml                 the defaults, to edit",
         "artifactd config /etc/artifactd/config.toml    check a file before starting",
     ]),
-    "simulate": ("daemon.simulate", "a fake instrument that writes a plate of frames", [
+    "simulate": ("daemon.tools.simulate", "a fake instrument that writes a plate of frames", [
         "artifactd simulate --out /tmp/frames --rate 5 --limit 40",
         "artifactd simulate --out /tmp/frames --naming imagexpress --contaminated-wells C07",
     ]),
-    "export": ("daemon.export", "turn a results store into TIFF masks and CSV tables", [
+    "export": ("daemon.tools.export", "turn a results store into TIFF masks and CSV tables", [
         "artifactd export results.zarr --frames frames.csv --artifacts artifacts.csv",
         "artifactd export results.zarr --masks masks/",
     ]),
-    "reprocess": ("daemon.reprocess.command",
+    "reprocess": ("daemon.tools.reprocess.command",
                   "analyse an archive again on a Dask cluster, into one store", [
         "artifactd reprocess /archive/2025 --output 2025-v2.zarr --model my_model   this machine",
         "artifactd reprocess /archive/2025 --output 2025-v2.zarr --scheduler tcp://head:8786",
@@ -78,7 +79,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         unset = action.default is None or action.default is False or action.default == ""
         shown = "default" in text.lower() or unset or action.default is argparse.SUPPRESS
-        takes_value = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        takes_value = action.option_strings or action.nargs in (argparse.OPTIONAL,
+                                                                 argparse.ZERO_OR_MORE)
         return text if shown or not takes_value else text + " (default: %(default)s)"
 
 

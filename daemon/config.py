@@ -2,6 +2,9 @@
 
 Unknown keys and values of the wrong type or range stop start-up with one sentence that names
 the key (`section.key`) and what was expected.
+
+Over 400 lines on purpose: one dataclass per section of config.toml, each key with its type,
+default and check side by side, so the whole of the configuration reads in one file.
 """
 
 from __future__ import annotations
@@ -194,7 +197,7 @@ class AlertsConfig:
 
 @dataclass(frozen=True, slots=True)
 class OpticsConfig:
-    """Dirt on the optics (daemon.optics): an artifact at the same place in the field, field
+    """Dirt on the optics (daemon.sinks.optics): an artifact at the same place in the field, field
     after field, in different wells, lies on the camera, objective or light path."""
 
     enabled: bool = True

@@ -15,10 +15,10 @@ from engines.runtime.postprocess import (
 )
 
 if TYPE_CHECKING:
-    from daemon.thumbnails import Thumbnail
+    from daemon.results.thumbnails import Thumbnail
 
 # Beside the measurements: True for an artifact found at the same place in the fields before it,
-# in other wells, so on the optics rather than in the sample (daemon.optics marks it).
+# in other wells, so on the optics rather than in the sample (daemon.sinks.optics marks it).
 STATIONARY = "stationary"
 
 __all__ = ["ARTIFACT_COLUMNS", "STATIONARY", "Frame", "FrameFailure", "FrameKey", "FrameMeta",
@@ -41,7 +41,7 @@ class ReadyFile:
     path: Path
     key: FrameKey
     ready_at: float  # time.monotonic() when it was judged complete: latency starts here
-    attempt: int = 0  # tries after a passing fault (daemon.retries)
+    attempt: int = 0  # tries after a passing fault (daemon.pipeline.retries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class Frame:
     ready_at: float
     key: FrameKey | None = None  # None for streamed frames: they are not journaled
     frame_id: str = ""  # the sender's id for streamed frames; the source path for files
-    attempt: int = 0  # tries after a passing fault (daemon.retries)
+    attempt: int = 0  # tries after a passing fault (daemon.pipeline.retries)
     digest: str = ""  # streamed frames: a hash of shape, dtype and pixels (pixel_digest)
 
     @property
@@ -87,7 +87,8 @@ class FrameResult:
     score: float  # detector probability that the frame holds an artifact
     flagged: bool
     labels: np.ndarray  # (H, W) uint16/uint32, 0 = background
-    # ARTIFACT_COLUMNS (and STATIONARY, once daemon.optics has looked) -> 1-D, one row per artifact
+    # ARTIFACT_COLUMNS (and STATIONARY, once daemon.sinks.optics has looked) -> 1-D, one row
+    # per artifact
     artifacts: dict[str, np.ndarray] = field(default_factory=dict)
     area_fraction: float = 0.0
     n_artifacts: int = 0
@@ -98,7 +99,7 @@ class FrameResult:
     # True when the store already held this frame (a re-send, or a replay after a crash): the
     # verdict fields are then the stored ones, and nothing is stored or counted again.
     duplicate: bool = False
-    # A small copy of the frame and its labels (daemon.thumbnails); None when turned off.
+    # A small copy of the frame and its labels (daemon.results.thumbnails); None when turned off.
     thumbnail: Thumbnail | None = None
 
 

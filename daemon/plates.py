@@ -1,6 +1,6 @@
 """Plate layouts: where a well name sits on a 96-, 384- or 1536-well plate.
 
-Wells are named as daemon.metadata writes them: row letters then a column number, "C07",
+Wells are named as daemon.decode.names writes them: row letters then a column number, "C07",
 "P24", "AF48" (rows after Z are AA..AF). A name of another form (a CQ1 measurement number such
 as "W0001", an empty well) has no position: it is shown and exported apart from the grid.
 """

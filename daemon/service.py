@@ -21,16 +21,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from daemon.analysis import postprocess_options, segment_all
 from daemon.config import Config, ConfigError, load_config
-from daemon.decode import DecodeOptions
-from daemon.metadata import check_regex
-from daemon.metrics import Metrics
-from daemon.notify import SystemdNotifier
-from daemon.optics import OpticsTracker
-from daemon.pipeline import Pipeline, PipelineParts
-from daemon.unfamiliar import UnfamiliarPlates
-from engines.runtime.familiarity import Familiarity
+from daemon.decode.names import check_regex
+from daemon.decode.tiff import DecodeOptions
+from daemon.ops.metrics import Metrics
+from daemon.ops.notify import SystemdNotifier
+from daemon.pipeline.analysis import Analysis
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.sinks.optics import OpticsTracker
+from daemon.sinks.unfamiliar import UnfamiliarPlates
+from daemon.sources.base import Source
 from engines.runtime.modelcard import ModelError, load_model
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, help="folder to watch (overrides input.folder)")
     parser.add_argument("--output", type=Path, help="results store (overrides output.store)")
     parser.add_argument("--once", action="store_true",
-                        help="process what is in the input folder, print a summary and exit: 0 when every "
-                        "file is done, 1 when some are left to process again (named in the log)")
-    parser.add_argument("--metrics-port", type=int, help="overrides metrics.port (0: any free port)")
+                        help="process what is in the input folder, print a summary and exit: 0 "
+                        "when every file is done, 1 when some are left to process again (named in "
+                        "the log)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="overrides metrics.port (0: any free port)")
     parser.add_argument("--web-port", type=int, help="overrides web.port (0: any free port)")
 
 
@@ -71,7 +73,8 @@ def configure(args: argparse.Namespace) -> Config:
     if args.input is not None:
         config = config.with_section("input", folder=str(args.input))
     if args.output is not None:
-        config = config.with_section("output", store=str(args.output), journal=config.output.journal)
+        config = config.with_section("output", store=str(args.output),
+                                     journal=config.output.journal)
     if args.metrics_port is not None:
         config = config.with_section("metrics", port=args.metrics_port)
     if getattr(args, "web_port", None) is not None:
@@ -103,8 +106,8 @@ def recorded_config(config: Config) -> dict:
 
 class Service:
     def __init__(self, config: Config, *, once: bool = False) -> None:
-        from daemon.journal import Journal
-        from daemon.store import ResultsStore, StoreError
+        from daemon.results.journal import Journal
+        from daemon.results.store import ResultsStore, StoreError
         from engines.select import create_engines
 
         self.config = config
@@ -146,18 +149,15 @@ class Service:
                 engines=engines, store=self.store, journal=self.journal, metrics=self.metrics,
                 decode=DecodeOptions.from_config(config.input, config.metadata,
                                                  in_channels=bundle.card.in_channels),
-                postprocess=postprocess_options(config, bundle),
-                detect_threshold=bundle.card.detect_threshold,
-                segment_all=segment_all(config, bundle),
+                analysis=Analysis.for_model(config, bundle),
                 sinks=self._sinks(),
-                familiarity=Familiarity.from_dict(bundle.card.familiarity),
                 mark_stationary=self.optics.mark if self.optics is not None else None,
                 thumbnail_downsample=(config.thumbnails.downsample
                                       if config.thumbnails.enabled else 0),
             ),
             config.pipeline,
         )
-        self.sources: list = []
+        self.sources: list[Source] = []
         self.page = None
 
     def _plate_summary(self):
@@ -170,7 +170,8 @@ class Service:
         summary = PlateSummary(self.config.web.plate_format)
         n = summary.load(self.store)
         if n:
-            logger.info("plate page: %d stored frames read in %.1f s", n, time.monotonic() - started)
+            logger.info("plate page: %d stored frames read in %.1f s", n,
+                        time.monotonic() - started)
         return summary
 
     def page_status(self) -> dict:
@@ -186,14 +187,14 @@ class Service:
         sinks = []
         alert_sinks = []
         if self.config.verdicts.enabled:
-            from daemon.verdicts import VerdictPublisher
+            from daemon.sinks.verdicts import VerdictPublisher
 
             publisher = VerdictPublisher(self.config.verdicts)
             self._closers.append(publisher.close)
             sinks.append(publisher.publish)
             alert_sinks.append(publisher.publish_alert)
         if self.config.alerts.webhook_url:
-            from daemon.webhook import WebhookNotifier
+            from daemon.sinks.webhook import WebhookNotifier
 
             webhook = WebhookNotifier(self.config.alerts)
             webhook.start()
@@ -204,14 +205,14 @@ class Service:
             alert_sinks.append(self.summary.alert)
         sinks.append(UnfamiliarPlates(self.metrics))
         if self.config.alerts.enabled:
-            from daemon.alerts import ContaminationMonitor
+            from daemon.sinks.alerts import ContaminationMonitor
 
             monitor = ContaminationMonitor(self.config.alerts, self.metrics, alert_sinks,
                                            optics_fields=self.config.optics.fields)
             if self.optics is None:
                 sinks.append(lambda results, _latencies: monitor.observe(results))
             else:
-                from daemon.alert_hold import HeldAlerts
+                from daemon.sinks.alert_hold import HeldAlerts
 
                 held = HeldAlerts(monitor, self.optics)
                 sinks.append(held.observe)
@@ -228,7 +229,8 @@ class Service:
         server = None
         try:
             if self.config.metrics.enabled:
-                server, thread = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+                server, thread = self.metrics.serve(self.config.metrics.host,
+                                                    self.config.metrics.port)
             self._start_page()
             self.pipeline.start()
             self._start_sources()
@@ -297,18 +299,17 @@ class Service:
             return False
         if not stalled:
             logger.error("no frame has become durable for %.0f s while %d wait (service."
-                         "stall_timeout_s); watchdog pings stopped, so systemd restarts the service",
-                         waited, self.pipeline.in_flight)
+                         "stall_timeout_s); watchdog pings stopped, so systemd restarts the "
+                         "service", waited, self.pipeline.in_flight)
         return True
 
     def _backlog_finished(self) -> bool:
-        return all(s.backlog_done for s in self.sources if hasattr(s, "backlog_done")) and \
-            self.pipeline.in_flight == 0
+        return all(s.backlog_done for s in self.sources) and self.pipeline.in_flight == 0
 
     def _not_handed_on(self) -> dict[str, str]:
         found: dict[str, str] = {}
         for source in self.sources:
-            found.update(getattr(source, "not_handed_on", {}))
+            found.update(source.not_handed_on)
         return found
 
     def _once_summary(self) -> int:

@@ -1,2 +1,2 @@
-"""The live plate page: an aiohttp app inside the service (daemon.web.server), fed by a small
-in-memory summary of every plate seen (daemon.web.summary), with plain HTML/CSS/JS in static/."""
+"""The live plate page: an aiohttp app inside the service (server.py), fed by a small summary of
+every plate seen (summary.py), with plain HTML/CSS/JS in static/. May import results and below."""

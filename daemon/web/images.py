@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
-from daemon.thumbnails import Thumbnail
+from daemon.results.thumbnails import Thumbnail
 
 OUTLINE_RGB = (255, 45, 110)  # a magenta-red that stays visible on any grey
 

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from daemon.config import WebConfig, is_loopback
-from daemon.corrections import LABELS, LOOPBACK, Correction
+from daemon.results.corrections import LABELS, LOOPBACK, Correction
 from daemon.web.images import thumbnail_png
 from daemon.web.summary import PlateSummary
 from engines.timestamps import timestamp

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from daemon.corrections import latest
 from daemon.frames import FrameResult
 from daemon.plates import fits, infer_format, parse_well
+from daemon.results.corrections import latest
 
 THROUGHPUT_WINDOW_S = 30.0
 CHANGE_LOG = 65536  # changed wells remembered; a page further behind reloads the state
@@ -257,7 +257,7 @@ class PlateSummary:
             return view
 
     def alert(self, alert: Any) -> None:
-        """An alert sink (daemon.alerts): firing and resolved alerts for the page."""
+        """An alert sink (daemon.sinks.alerts): firing and resolved alerts for the page."""
         body = alert.as_dict() if hasattr(alert, "as_dict") else dict(alert)
         with self._lock:
             self._alerts[(body.get("plate", ""), body.get("rule", ""), body.get("well", ""))] = body

@@ -17,7 +17,7 @@ from pathlib import Path
 import tifffile
 
 from daemon.frames import FrameKey
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
 
 REPO = Path(__file__).resolve().parents[2]

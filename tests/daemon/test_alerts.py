@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from daemon.alerts import (
+from daemon.sinks.alerts import (
     AREA_SURGE,
     PLATE_FRACTION,
     SURGE_RESOLVE_FIELDS,
@@ -17,7 +17,7 @@ from daemon.alerts import (
 )
 from daemon.config import AlertsConfig
 from daemon.frames import Frame, FrameMeta, FrameResult
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 
 # Each test switches on the rule it is about; these thresholds keep the others quiet.
 QUIET = {"plate_window": 10, "well_flagged_fields": 1000, "surge_min_fields": 1000}
@@ -55,7 +55,7 @@ def monitor(**config: object) -> tuple[ContaminationMonitor, Metrics, Recorder]:
 
 def test_plate_fraction_fires_once_and_resolves_when_it_drops(caplog):
     mon, metrics, sink = monitor(plate_window=10, plate_flagged_fraction=0.3)
-    caplog.set_level(logging.INFO, logger="daemon.alerts")
+    caplog.set_level(logging.INFO, logger="daemon.sinks.alerts")
     # Three flagged among the first fields: the window is not full yet, so no verdict on it.
     assert mon.observe([result("P1", "A01", i, flagged=True) for i in range(3)]) == []
     assert mon.observe([result("P1", "A02", i) for i in range(7)])  # window full: 3 of 10

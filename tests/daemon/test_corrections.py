@@ -11,8 +11,8 @@ import pytest
 import zarr
 
 from daemon.cli import main as cli_main
-from daemon.corrections import Correction, latest, training_labels
-from daemon.store import ResultsStore, StoreError, open_store_readonly
+from daemon.results.corrections import Correction, latest, training_labels
+from daemon.results.store import ResultsStore, StoreError, open_store_readonly
 from engines.data.dataset import read_labels
 from tests.daemon.test_store import make_result
 

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from daemon.config import InputConfig, MetadataConfig
-from daemon.decode import DecodeOptions, FrameError, read_frame
+from daemon.decode.tiff import DecodeOptions, FrameError, read_frame
 from daemon.frames import FrameKey, ReadyFile
 from tests.daemon.badfiles import HUGE_SHAPE, running_as_root, tiff_bytes, write_bad_corpus
 

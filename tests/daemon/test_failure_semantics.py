@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Config
-from daemon.decode import DecodeOptions
+from daemon.decode.tiff import DecodeOptions
 from daemon.frames import Frame, FrameKey, FrameMeta, ReadyFile
-from daemon.journal import Journal
-from daemon.metrics import Metrics
-from daemon.pipeline import Pipeline, PipelineParts
-from daemon.service import Service, configure, postprocess_options
+from daemon.results.journal import Journal
+from daemon.ops.metrics import Metrics
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.pipeline.analysis import Analysis, postprocess_options
+from daemon.service import Service, configure
 from daemon.sources.fs import FolderSource
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
 from engines.runtime.modelcard import load_model
 from engines.select import create_engines
@@ -65,8 +66,7 @@ def pipeline_for(tmp_path: Path, *, faults: int = 0, retries: int = 3, retry_del
     pipeline = Pipeline(PipelineParts(
         engines=[engine], store=store, journal=journal, metrics=metrics,
         decode=DecodeOptions.from_config(config.input, config.metadata),
-        postprocess=postprocess_options(config, bundle),
-        detect_threshold=bundle.card.detect_threshold,
+        analysis=Analysis(postprocess_options(config, bundle), bundle.card.detect_threshold),
     ), config.pipeline)
     return pipeline, store, journal, metrics, engine
 

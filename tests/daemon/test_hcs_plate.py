@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 from daemon.cli import main as cli_main
-from daemon.store import ResultsStore, open_store_readonly
+from daemon.results.store import ResultsStore, open_store_readonly
 from tests.daemon.test_store import make_result
 from tests.daemon.test_thumbnails import with_thumbnail
 

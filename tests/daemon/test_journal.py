@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.frames import FrameKey
-from daemon.journal import Journal, JournalError
+from daemon.results.journal import Journal, JournalError
 from tests.daemon.service_helpers import journaled_keys
 
 

@@ -6,9 +6,9 @@ import doctest
 
 import pytest
 
-import daemon.metadata
+import daemon.decode.names
 from daemon.config import ConfigError, MetadataConfig
-from daemon.metadata import check_regex, parse_name, well_name
+from daemon.decode.names import check_regex, parse_name, well_name
 
 AUTO = MetadataConfig(preset="auto")
 UNKNOWN = {"plate": "", "well": "", "field": -1, "channel": -1, "plane": -1}
@@ -19,7 +19,7 @@ def meta(plate: str, well: str, field: int, channel: int, plane: int) -> dict[st
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(daemon.metadata).failed == 0
+    assert doctest.testmod(daemon.decode.names).failed == 0
 
 
 @pytest.mark.parametrize(("source", "expected"), [
@@ -134,24 +134,24 @@ def test_generic(source: str, expected: dict[str, object]) -> None:
     "r02c03f04-ch1.tiff",  # an Operetta name without plane and flags
 ])
 def test_names_no_preset_describes_get_no_well(source: str, caplog) -> None:
-    before = daemon.metadata.unparsed_names()
-    with caplog.at_level("WARNING", logger="daemon.metadata"):
+    before = daemon.decode.names.unparsed_names()
+    with caplog.at_level("WARNING", logger="daemon.decode.names"):
         assert parse_name(f"never-seen-{source}/{source}", AUTO) == UNKNOWN
-    assert daemon.metadata.unparsed_names() == before + 1
+    assert daemon.decode.names.unparsed_names() == before + 1
     assert "match no preset" in caplog.text and "metadata.preset" in caplog.text
 
 
 def test_an_unparsed_folder_is_logged_once_and_every_name_counted(caplog) -> None:
-    before = daemon.metadata.unparsed_names()
-    with caplog.at_level("WARNING", logger="daemon.metadata"):
+    before = daemon.decode.names.unparsed_names()
+    with caplog.at_level("WARNING", logger="daemon.decode.names"):
         for i in range(5):
             assert parse_name(f"odd-folder-once/scan_{i}.tif", AUTO) == UNKNOWN
-    assert daemon.metadata.unparsed_names() == before + 5
+    assert daemon.decode.names.unparsed_names() == before + 5
     assert caplog.text.count("match no preset") == 1
 
 
 def test_the_unparsed_count_is_exported(tmp_path) -> None:
-    from daemon.metrics import Metrics
+    from daemon.ops.metrics import Metrics
 
     metrics = Metrics()
     before = metrics.registry.get_sample_value("artifactd_filenames_unparsed_total")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from tests.daemon.test_store import make_result
 
 

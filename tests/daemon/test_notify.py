@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from daemon.notify import SystemdNotifier
+from daemon.ops.notify import SystemdNotifier
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_without_notify_socket_every_call_does_nothing(monkeypatch):
 
 def test_a_vanished_socket_is_logged_once_and_never_raises(tmp_path, caplog):
     notifier = SystemdNotifier(str(tmp_path / "gone.sock"))
-    with caplog.at_level(logging.WARNING, logger="daemon.notify"):
+    with caplog.at_level(logging.WARNING, logger="daemon.ops.notify"):
         for _ in range(3):
             notifier.watchdog()
     notifier.close()

@@ -7,12 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.alert_hold import HeldAlerts
-from daemon.alerts import AREA_SURGE, OPTICS, PLATE_FRACTION, WELL_FIELDS, ContaminationMonitor
+from daemon.sinks.alert_hold import HeldAlerts
+from daemon.sinks.alerts import (
+    AREA_SURGE,
+    OPTICS,
+    PLATE_FRACTION,
+    WELL_FIELDS,
+    ContaminationMonitor,
+)
 from daemon.config import AlertsConfig, OpticsConfig
 from daemon.frames import STATIONARY, Frame, FrameMeta, FrameResult
-from daemon.metrics import Metrics
-from daemon.optics import MAX_PLATES, MAX_TRACKS, OpticsTracker
+from daemon.ops.metrics import Metrics
+from daemon.sinks.optics import MAX_PLATES, MAX_TRACKS, OpticsTracker
 from engines.runtime.postprocess import measure
 
 SIZE = 96

@@ -8,13 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.decode import DecodeOptions
+from daemon.decode.tiff import DecodeOptions
 from daemon.frames import FrameKey, ReadyFile
-from daemon.journal import Journal
-from daemon.metrics import Metrics
-from daemon.pipeline import Pipeline, PipelineParts
-from daemon.service import postprocess_options
-from daemon.store import ResultsStore
+from daemon.results.journal import Journal
+from daemon.ops.metrics import Metrics
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.pipeline.analysis import Analysis, postprocess_options
+from daemon.results.store import ResultsStore
 from engines.runtime.modelcard import load_model
 from engines.select import create_engines
 from tests.daemon.service_helpers import write_frames
@@ -57,8 +57,7 @@ def test_engines_side_by_side_share_the_batches_and_every_frame_is_stored_once(t
     pipeline = Pipeline(PipelineParts(
         engines=engines, store=store, journal=journal, metrics=Metrics(),
         decode=DecodeOptions.from_config(config.input, config.metadata),
-        postprocess=postprocess_options(config, bundle),
-        detect_threshold=bundle.card.detect_threshold,
+        analysis=Analysis(postprocess_options(config, bundle), bundle.card.detect_threshold),
     ), config.pipeline)
     pipeline.start()
     for path in paths:
@@ -109,8 +108,8 @@ def run_one(tmp_path: Path, name: str, path: Path, segment_all: bool):
     pipeline = Pipeline(PipelineParts(
         engines=[engine], store=store, journal=None, metrics=Metrics(),
         decode=DecodeOptions.from_config(config.input, config.metadata),
-        postprocess=postprocess_options(config, bundle),
-        detect_threshold=bundle.card.detect_threshold, segment_all=segment_all,
+        analysis=Analysis(postprocess_options(config, bundle), bundle.card.detect_threshold,
+                          segment_all),
     ), config.pipeline)
     pipeline.start()
     assert pipeline.submit_file(ready(path.parent, path))

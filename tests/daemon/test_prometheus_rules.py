@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = RULES_DIR / "artifactd-rules.yml"

@@ -3,8 +3,8 @@ scheduler` with `dask worker` subprocesses, a worker and the driver SIGKILLed mi
 file and a model the workers cannot open. Every run is the real command in a subprocess; the
 store, the journal and `artifactd run --once` are the real ones.
 
-The archive is two simulated plates (daemon/simulate.py) of three wells x two fields, 256 x 256
-uint16, so a run takes seconds; one LocalCluster is shared by the tests that connect to a
+The archive is two simulated plates (daemon/tools/simulate.py) of three wells x two fields,
+256 x 256 uint16, so a run takes seconds; one LocalCluster is shared by the tests that connect to a
 running cluster (each test writes its own store).
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from daemon.config import Config, ConfigError
-from daemon.reprocess.plan import (
+from daemon.tools.reprocess.plan import (
     UNPARSED_PER_TASK,
     PlanError,
     make_plan,
@@ -32,8 +32,8 @@ from daemon.reprocess.plan import (
     read_plan,
     write_plan,
 )
-from daemon.simulate import SimulateOptions, simulate_plate
-from daemon.store import open_store_readonly
+from daemon.tools.simulate import SimulateOptions, simulate_plate
+from daemon.results.store import open_store_readonly
 from tests.daemon.service_helpers import REPO, config_file, run_once, wait_for
 
 FRAMES = 12  # 2 plates x 3 wells x 2 fields
@@ -245,7 +245,7 @@ def test_without_dask_it_says_which_extra_to_install(tmp_path, archive):
 
 def test_the_service_never_imports_dask():
     probe = ("import sys; from daemon.cli import build_parser; build_parser(['run']); "
-             "import daemon.service, daemon.pipeline, daemon.store; "
+             "import daemon.service, daemon.pipeline.stages, daemon.results.store; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=ENV,
                             capture_output=True, text=True, timeout=60)

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from tests.daemon.badfiles import write_bad_corpus
 from tests.daemon.service_helpers import (
     config_file,

@@ -12,9 +12,9 @@ import pytest
 
 from daemon.cli import main as cli_main
 from daemon.config import InputConfig, MetadataConfig
-from daemon.decode import DecodeOptions, read_frame
+from daemon.decode.tiff import DecodeOptions, read_frame
 from daemon.frames import ReadyFile
-from daemon.simulate import SimulateOptions, simulate_plate
+from daemon.tools.simulate import SimulateOptions, simulate_plate
 from daemon.sources.fs import FolderSource
 from tests.daemon.test_decode import ready
 

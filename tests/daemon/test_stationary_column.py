@@ -12,7 +12,7 @@ import numpy as np
 
 from daemon.cli import main as cli_main
 from daemon.frames import STATIONARY
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from tests.daemon.test_store import ATTRS, make_result
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon import store as store_module
+from daemon.results import durable
 from daemon.frames import ARTIFACT_COLUMNS, Frame, FrameFailure, FrameKey, FrameMeta, FrameResult
-from daemon.store import ResultsStore, StoreError, open_store_readonly
+from daemon.results.store import ResultsStore, StoreError, open_store_readonly
 from engines import __version__
 
 
@@ -321,7 +321,7 @@ def test_failed_append_is_not_counted(path: Path, monkeypatch: pytest.MonkeyPatc
         raise OSError(errno.ENOSPC, "No space left on device", str(path / "frames"))
 
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "_patch_file", disk_full)
+        patch.setattr(durable, "patch_file", disk_full)
         with pytest.raises(StoreError, match="disk full") as info:
             store.append(results[2:4])
         assert str(path) in str(info.value)
@@ -330,7 +330,7 @@ def test_failed_append_is_not_counted(path: Path, monkeypatch: pytest.MonkeyPatc
     assert store.stacks() == {"64x64": 2}
 
     # A failure at the last step (the commit record) is not counted either.
-    real = store_module._DurableLocalStore._write_temporary
+    real = durable.DurableLocalStore._write_temporary
 
     def no_commit(self, key, data, folders):
         if key == "zarr.json":
@@ -338,7 +338,7 @@ def test_failed_append_is_not_counted(path: Path, monkeypatch: pytest.MonkeyPatc
         return real(self, key, data, folders)
 
     with monkeypatch.context() as patch:
-        patch.setattr(store_module._DurableLocalStore, "_write_temporary", no_commit)
+        patch.setattr(durable.DurableLocalStore, "_write_temporary", no_commit)
         with pytest.raises(StoreError, match="disk full"):
             store.append(results[2:4])
     assert len(store) == 2
@@ -368,7 +368,7 @@ def test_a_failed_first_append_leaves_the_store_usable(
     results = [make_result(i) for i in range(3)]
     store = ResultsStore(path)
     with monkeypatch.context() as patch:  # fails after zarr grew the arrays, before the commit
-        patch.setattr(store_module._DurableLocalStore, "_barrier", _read_only_filesystem)
+        patch.setattr(durable.DurableLocalStore, "_barrier", _read_only_filesystem)
         with pytest.raises(StoreError, match="not writable"):
             store.append(results)
     assert len(store) == 0
@@ -389,8 +389,8 @@ def test_writes_wait_until_a_failed_write_is_rolled_back(
     store = ResultsStore(path)
     store.append(results[:1])
     with monkeypatch.context() as patch:  # the write fails, and so does reading the store back
-        patch.setattr(store_module._DurableLocalStore, "_barrier", _read_only_filesystem)
-        patch.setattr(store_module.zarr, "open_group", _read_only_filesystem)
+        patch.setattr(durable.DurableLocalStore, "_barrier", _read_only_filesystem)
+        patch.setattr(zarr, "open_group", _read_only_filesystem)
         with pytest.raises(StoreError, match="not writable"):
             store.append(results[1:3])
         with pytest.raises(StoreError, match="rolled back"):

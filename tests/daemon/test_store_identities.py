@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import identity_index
-from daemon.store import ResultsStore, open_store_readonly
+from daemon.results import identity_index
+from daemon.results.store import ResultsStore, open_store_readonly
 from tests.daemon.test_store import make_result
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon import store as store_module
+from daemon.results import durable
 from daemon.frames import FrameResult
-from daemon.store import ResultsStore, StoreError, open_store_readonly
-from daemon.thumbnails import LABEL_DTYPE, make_thumbnail
+from daemon.results.store import ResultsStore, StoreError, open_store_readonly
+from daemon.results.thumbnails import LABEL_DTYPE, make_thumbnail
 from tests.daemon.test_store import make_result
 
 
@@ -114,7 +114,7 @@ def test_a_failed_append_leaves_no_thumbnail_behind(tmp_path: Path, monkeypatch:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     with monkeypatch.context() as patch:
-        patch.setattr(store_module._DurableLocalStore, "_barrier", disk_full)
+        patch.setattr(durable.DurableLocalStore, "_barrier", disk_full)
         with pytest.raises(StoreError, match="disk full"):
             store.append(results[1:3])
     assert zarr.open_group(path, mode="r").attrs["committed"]["thumbnails"] == {"16x16": 1}
@@ -132,7 +132,7 @@ def test_a_stack_an_interrupted_append_created_is_removed(tmp_path: Path, monkey
     path = tmp_path / "results.zarr"
     with ResultsStore(path) as store:
         store.append([make_result(0)])  # no thumbnail: no stack yet
-        real = store_module._DurableLocalStore._write_temporary
+        real = durable.DurableLocalStore._write_temporary
 
         def no_commit(self, key, data, folders):
             if key == "zarr.json":
@@ -140,7 +140,7 @@ def test_a_stack_an_interrupted_append_created_is_removed(tmp_path: Path, monkey
             return real(self, key, data, folders)
 
         with monkeypatch.context() as patch:
-            patch.setattr(store_module._DurableLocalStore, "_write_temporary", no_commit)
+            patch.setattr(durable.DurableLocalStore, "_write_temporary", no_commit)
             with pytest.raises(StoreError):
                 store.append([with_thumbnail(make_result(1))])
     assert (path / "thumbnails" / "16x16").exists()

@@ -12,7 +12,7 @@ import pytest
 import zarr
 import zmq
 
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.timestamps import timestamp, timestamp_ns
 from tests.daemon.service_helpers import (
     config_file,

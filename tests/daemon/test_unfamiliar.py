@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
 from engines.runtime.familiarity import PLATE_UNFAMILIAR, UNFAMILIAR, Familiarity, appearance
 from engines.runtime.modelcard import DEFAULT_MODEL_DIR
@@ -63,7 +63,7 @@ def test_a_mostly_unfamiliar_plate_is_warned_about_once(tmp_path, halo_model, re
 def test_unfamiliarity_is_exported_to_prometheus():
     from prometheus_client import generate_latest
 
-    from daemon.metrics import Metrics
+    from daemon.ops.metrics import Metrics
 
     metrics = Metrics()
     metrics.unfamiliarity.observe(3.0)

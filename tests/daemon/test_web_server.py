@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from daemon.config import ConfigError, WebConfig, parse_config
-from daemon.store import ResultsStore, open_store_readonly
+from daemon.results.store import ResultsStore, open_store_readonly
 from daemon.web.images import OUTLINE_RGB
 from daemon.web.server import PlatePage
 from daemon.web.summary import PlateSummary

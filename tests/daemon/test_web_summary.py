@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.alerts import Alert
+from daemon.sinks.alerts import Alert
 from daemon.plates import infer_format, parse_well, row_name, well_label
-from daemon.store import ResultsStore
+from daemon.results.store import ResultsStore
 from daemon.web.summary import PlateSummary
 from tests.daemon.test_store import make_result
 
@@ -147,7 +147,7 @@ def test_loaded_from_the_store_and_fed_by_the_sink_with_the_stores_rows(tmp_path
     with ResultsStore(path) as store:
         first = [result(0, "B03", 1, flagged=True), result(1, "B03", 2, flagged=False)]
         store.append(first)
-        from daemon.corrections import Correction
+        from daemon.results.corrections import Correction
 
         store.record_corrections([Correction(0, first[0].frame.identity, first[0].frame.meta.source,
                                              "clean", "loopback")])

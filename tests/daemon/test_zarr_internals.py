@@ -13,7 +13,7 @@ import zarr
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from daemon import zarr_internals
+from daemon.results import zarr_internals
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("daemon", "engines")
