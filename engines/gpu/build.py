@@ -40,7 +40,6 @@ import numpy as np
 
 from engines.gpu.available import tensorrt_status
 from engines.gpu.enginecache import (
-    PRECISIONS,
     BuildTarget,
     EngineCache,
     EngineKey,
@@ -57,6 +56,7 @@ from engines.gpu.preprocess import (
     raw_bytes,
     wrap_raw_uint16,
 )
+from engines.runtime.base import PRECISIONS
 from engines.runtime.modelcard import ModelBundle, ModelError, load_model
 from engines.timestamps import timestamp
 

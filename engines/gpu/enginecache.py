@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from engines.gpu.preprocess import PREPROCESS_VERSION
+from engines.runtime.base import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 PARTS = ("detector", "segmenter")
 
 

@@ -14,12 +14,16 @@ import numpy as np
 
 from engines.runtime.modelcard import ModelBundle
 
+# The numeric precisions a backend may run at, in the words of config.toml's [model] precision.
+# Which backend and device support which is engines.select's business.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
 
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
     backend: str  # "onnxruntime" | "torch" | "tensorrt"
     model: str  # ModelBundle.model_id
-    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
+    precision: str  # one of PRECISIONS
     device: str  # "cpu" or e.g. "cuda:0 NVIDIA H100"
 
 
