@@ -34,6 +34,7 @@ from engines.evaluation.scoring import (
     pooled_object_f1,
     size_mae,
 )
+from engines.files import replace_atomically, write_text_atomically
 from engines.runtime.analyse import AnalysisOptions, analyse
 from engines.runtime.familiarity import UNFAMILIAR, Familiarity
 from engines.runtime.modelcard import (
@@ -185,7 +186,8 @@ def plot_ap(results: list[dict], path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    # The temporary name has no .png suffix to guess the format from.
+    replace_atomically(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
     plt.close(figure)
 
 
@@ -201,8 +203,9 @@ def evaluate(bundle: ModelBundle, dataset: Dataset, *, backend: str = "onnxrunti
 
 def write_report(results: list[dict], out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    (out / "eval.md").write_text(markdown_table(results))
+    report = json.dumps({"meta": meta, "results": results}, indent=2) + "\n"
+    write_text_atomically(out / "eval.json", report)
+    write_text_atomically(out / "eval.md", markdown_table(results))
     plot_ap(results, out / "ap_curve.png")
 
 
