@@ -128,7 +128,7 @@ def test_a_passing_inference_fault_is_tried_again_and_the_frame_is_processed(tmp
 def test_a_lasting_inference_fault_is_recorded_but_not_journaled_as_done(tmp_path):
     root = tmp_path / "in"
     [path] = write_frames(root, 1, size=128)
-    pipeline, store, journal, metrics, engine = pipeline_for(tmp_path, faults=100, retries=2)
+    pipeline, store, journal, _metrics, engine = pipeline_for(tmp_path, faults=100, retries=2)
     pipeline.start()
     assert pipeline.submit_file(ready(root, path))
     wait_for(lambda: pipeline.in_flight == 0, 60, "the frame's last try")
