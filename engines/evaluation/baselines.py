@@ -12,8 +12,8 @@ Both start the way an image analyst would without a model:
    at least NOISE_FLOOR_SD robust standard deviations of the flattened frame. Without that
    floor Otsu always splits something, and every clean frame would be flagged, which no
    analyst would accept.
-4. Drop objects smaller than `min_area_px` and fill holes (`engines.runtime.postprocess.clean`, as for
-   the models).
+4. Drop objects smaller than `min_area_px` and fill holes (`engines.runtime.postprocess.clean`,
+   as for the models).
 
 Their honest weaknesses are the classical ones: artifacts larger than the background scale are
 partly absorbed into the background, and anything that deviates as strongly as an artifact

@@ -388,7 +388,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     build.add_argument("--precision", choices=PRECISIONS, default="fp16",
                        help="default %(default)s (int8 needs --calibration; TensorRT 10 only)")
-    build.add_argument("--max-batch", type=int, default=8, help="largest batch (default %(default)s)")
+    build.add_argument("--max-batch", type=int, default=8,
+                       help="largest batch (default %(default)s)")
     build.add_argument("--opt-batch", type=int, default=None,
                        help="batch TensorRT tunes for (default: --max-batch)")
     build.add_argument("--frame-size", action="append", default=None, metavar="HxW",
