@@ -64,7 +64,8 @@ def run_rate(client: ArtifactClient, images: list[np.ndarray], rate: float, seco
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="10,50,100")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=1080)
@@ -84,7 +85,8 @@ def main() -> int:
                                stdout=log, stderr=subprocess.STDOUT)
     results = []
     try:
-        with ArtifactClient(f"tcp://127.0.0.1:{frames_port}", f"tcp://127.0.0.1:{verdicts_port}") as client:
+        frames_at, verdicts_at = f"tcp://127.0.0.1:{frames_port}", f"tcp://127.0.0.1:{verdicts_port}"
+        with ArtifactClient(frames_at, verdicts_at) as client:
             time.sleep(3)  # service start-up and the PUB/SUB subscription
             run_rate(client, images, 2, 3, "warmup")
             for rate in (float(r) for r in args.rates.split(",")):
