@@ -46,6 +46,7 @@ from daemon.service import postprocess_options, segment_all
 from daemon.sources.fs import FolderSource
 from daemon.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
+from engines.files import write_text_atomically
 from engines.runtime.analyse import AnalysisOptions, analyse, infer
 from engines.runtime.modelcard import load_model
 from engines.runtime.postprocess import PostprocessOptions
@@ -273,7 +274,7 @@ def main() -> int:
             results["rss"] = rss_run(engines, bundle, config, paths, work, args.rss_frames)
             print(json.dumps(results["rss"], indent=2), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomically(args.out, json.dumps(results, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -25,6 +25,7 @@ import numpy as np
 
 from daemon.client import ArtifactClient
 from engines.data.synth import SynthOptions, frame_for
+from engines.files import write_text_atomically
 from tests.daemon.service_helpers import config_file, free_port
 
 
@@ -97,7 +98,8 @@ def main() -> int:
         service.wait(120)
         log.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"size": args.size, "results": results}, indent=2) + "\n")
+    report = json.dumps({"size": args.size, "results": results}, indent=2) + "\n"
+    write_text_atomically(args.out, report)
     return 0
 
 
