@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m daemon.tools.demo
 
-# The layer contracts in pyproject.toml ([tool.importlinter]) first, then the tests.
+# ruff with the project's rules ([tool.ruff] in pyproject.toml), then the layer contracts
+# ([tool.importlinter]), then the tests: a finding fails the run before any test starts.
 test: $(STAMP) test-tools
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 

@@ -3,8 +3,8 @@
     python -m bench.optics [--frames 10000] [--size 1080] [--artifacts 0,5,20]
 
 Each frame has the smudge (the same place every time) and N artifacts in the sample at random
-places, measured as the service measures them (engines.runtime.postprocess.measure). Frames go through
-what the writer does for each result: OpticsTracker.mark (before the store append) and
+places, measured as the service measures them (engines.runtime.postprocess.measure). Frames go
+through what the writer does for each result: OpticsTracker.mark (before the store append) and
 HeldAlerts.observe (the alert sink, with the contamination rules behind it), one frame per batch.
 Reported: microseconds per frame over the first and the last 1000 frames (a run without
 tracemalloc), and the memory the tracker, the held alerts and the rules hold (a second run, with

@@ -46,6 +46,7 @@ from daemon.pipeline.analysis import Analysis, postprocess_options, segment_all
 from daemon.sources.fs import FolderSource
 from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
+from engines.files import write_text_atomically
 from engines.runtime.analyse import AnalysisOptions, analyse, infer
 from engines.runtime.modelcard import load_model
 from engines.runtime.postprocess import PostprocessOptions
@@ -68,7 +69,8 @@ def make_frames(folder: Path, count: int, size: int) -> list[Path]:
     for i in range(count):
         path = folder / f"r01c{i % 12 + 1:02d}f{i // 12 + 1:02d}p01-ch1sk1fk1fl1.tiff"
         if not path.exists():
-            frame = frame_for(77, i, SynthOptions(height=size, width=size, artifact_probability=0.3))
+            options = SynthOptions(height=size, width=size, artifact_probability=0.3)
+            frame = frame_for(77, i, options)
             tifffile.imwrite(path, frame.image)
         paths.append(path)
     return paths
@@ -204,7 +206,8 @@ def paced(engines, bundle, config: Config, files: list[Path], work: Path, rate: 
     writer = threading.Thread(target=instrument)
     writer.start()
     try:
-        fps, latencies = through_pipeline(engines, bundle, config, root, work, f"paced{rate:g}", len(files))
+        fps, latencies = through_pipeline(engines, bundle, config, root, work, f"paced{rate:g}",
+                                          len(files))
     finally:
         stop.set()
         writer.join()
@@ -212,7 +215,8 @@ def paced(engines, bundle, config: Config, files: list[Path], work: Path, rate: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--size", type=int, default=1080)
     parser.add_argument("--repeat", type=int, default=10,
@@ -221,8 +225,8 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=Config().pipeline.max_batch)
     parser.add_argument("--engine-workers", type=int, default=Config().pipeline.engine_workers,
                         help="engines side by side in the service (0: one per core)")
-    parser.add_argument("--rates", type=lambda t: [float(r) for r in t.split(",")], default=[5.0, 10.0],
-                        help="offered frames/s for the paced (latency) runs")
+    parser.add_argument("--rates", type=lambda t: [float(r) for r in t.split(",")],
+                        default=[5.0, 10.0], help="offered frames/s for the paced (latency) runs")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench-frames"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline.json"))
     args = parser.parse_args()
@@ -249,14 +253,17 @@ def main() -> int:
         every = segment_all(config, bundle)
         bare = bare_engine([naive_engine], files, args.max_batch, threshold, every)
         pool = bare_engine(engines, files, args.max_batch, threshold, every)
-        e2e, latencies = through_pipeline(engines, bundle, config, root, work, "pipeline", len(files))
+        e2e, latencies = through_pipeline(engines, bundle, config, root, work, "pipeline",
+                                          len(files))
         naive = naive_loop(naive_engine, bundle, config, root, files, work)
         steady = [paced(engines, bundle, config, paths, work, rate) for rate in args.rates]
         results = {
-            "frames": len(files), "distinct_frames": len(paths), "size": args.size, "max_batch": args.max_batch,
+            "frames": len(files), "distinct_frames": len(paths), "size": args.size,
+            "max_batch": args.max_batch,
             "engine_workers": len(engines),
             "cpu_count": os.cpu_count(), "model": bundle.model_id,
-            "bare_engine_fps": bare, "engine_pool_fps": pool, "artifactd_fps": e2e, "naive_fps": naive,
+            "bare_engine_fps": bare, "engine_pool_fps": pool, "artifactd_fps": e2e,
+            "naive_fps": naive,
             "pipeline_efficiency": e2e / bare, "share_of_engine_pool": e2e / pool,
             "speedup_vs_naive": e2e / naive,
             "backlog_latency_s": percentiles(latencies),
@@ -267,7 +274,7 @@ def main() -> int:
             results["rss"] = rss_run(engines, bundle, config, paths, work, args.rss_frames)
             print(json.dumps(results["rss"], indent=2), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomically(args.out, json.dumps(results, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -279,7 +286,8 @@ def linked_copies(paths: list[Path], root: Path, count: int) -> list[Path]:
     root.mkdir()
     files = []
     for i in range(count):
-        link = root / f"r{i // 240 + 1:02d}c{i % 12 + 1:02d}f{(i // 12) % 20 + 1:02d}p01-ch1sk1fk1fl1.tiff"
+        row, column, field = i // 240 + 1, i % 12 + 1, (i // 12) % 20 + 1
+        link = root / f"r{row:02d}c{column:02d}f{field:02d}p01-ch1sk1fk1fl1.tiff"
         os.link(paths[i % len(paths)], link)
         files.append(link)
     return files

@@ -135,7 +135,8 @@ def browser_figures(port: int, store: ResultsStore, summary: PlateSummary, sink,
         for _ in range(5):
             chrome.get(f"http://127.0.0.1:{port}/")
             deadline = time.monotonic() + 30
-            while chrome.execute_script("return page.drawnAt") is None and time.monotonic() < deadline:
+            while (chrome.execute_script("return page.drawnAt") is None
+                   and time.monotonic() < deadline):
                 time.sleep(0.02)
             loads.append(chrome.execute_script("return page.drawnAt"))  # ms since navigation
         cells = chrome.execute_script("return document.querySelectorAll('#plate .cell').length")
@@ -145,8 +146,9 @@ def browser_figures(port: int, store: ResultsStore, summary: PlateSummary, sink,
         base = len(store)
         rows, columns = LAYOUTS[1536]
         for k in range(updates):
-            batch = [result(base + k * 4 + j, "Bench1536", well_label((k * 4 + j) % rows, (k * 7 + j) % columns),
-                            200 + k) for j in range(4)]
+            batch = [result(base + k * 4 + j, "Bench1536",
+                            well_label((k * 4 + j) % rows, (k * 7 + j) % columns), 200 + k)
+                     for j in range(4)]
             store.append(batch)
             sink(batch, [0.0] * len(batch))
             time.sleep(0.08)
@@ -154,18 +156,22 @@ def browser_figures(port: int, store: ResultsStore, summary: PlateSummary, sink,
         timings = chrome.execute_script("return page.timings")
         # Opening the well with real thumbnails.
         started = time.perf_counter()
-        chrome.execute_script("document.querySelector(`#plate .cell[data-well='${arguments[0]}']`).click()",
-                              open_well)
+        chrome.execute_script(
+            "document.querySelector(`#plate .cell[data-well='${arguments[0]}']`).click()", open_well
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             ready = chrome.execute_script(
                 "const imgs=[...document.querySelectorAll('#fields img')];"
-                "return imgs.length && imgs.every(i => i.complete && i.naturalWidth > 0) ? imgs.length : 0")
+                "return imgs.length && imgs.every(i => i.complete && i.naturalWidth > 0)"
+                " ? imgs.length : 0")
             if ready:
                 break
             time.sleep(0.01)
         opened = time.perf_counter() - started
-        heap = chrome.execute_script("return performance.memory ? performance.memory.usedJSHeapSize : null")
+        heap = chrome.execute_script(
+            "return performance.memory ? performance.memory.usedJSHeapSize : null"
+        )
         chrome.save_screenshot("/tmp/plate-page-1536.png")
         return {"load_ms": loads, "cells": cells, "dom_nodes": nodes, "update_ms": timings,
                 "open_well_s": opened, "thumbnails": ready, "js_heap_mb": heap and heap / 2**20}
@@ -206,13 +212,15 @@ def thumbnail_costs(work: Path, count: int) -> dict:
                          if f.is_file())
             masks = sum(f.stat().st_size for f in (path / "masks").rglob("c/**/*") if f.is_file())
     return {"make_ms": statistics.median(made) * 1e3, "png_ms": statistics.median(pngs) * 1e3,
-            "image_bytes": image / count, "label_bytes": labels / count, "mask_bytes": masks / count,
+            "image_bytes": image / count, "label_bytes": labels / count,
+            "mask_bytes": masks / count,
             "store_bytes_without": sizes[False] / count, "store_bytes_with": sizes[True] / count,
             "append_ms_without": appends[False] * 1e3, "append_ms_with": appends[True] * 1e3}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wells", type=int, default=1536, choices=sorted(LAYOUTS))
     parser.add_argument("--fields", type=int, default=10)
     parser.add_argument("--updates", type=int, default=300)
@@ -233,8 +241,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print(f"plate: {args.wells} wells x {args.fields} fields = {len(results)} frames")
     big = per_frame_observe_us(results)
     small = per_frame_observe_us(plate_results(96, 1, "Bench96"))
-    print(f"summary.observe: {big:.1f} us/frame at {args.wells}x{args.fields}, {small:.1f} us/frame "
-          "at 96x1")
+    print(f"summary.observe: {big:.1f} us/frame at {args.wells}x{args.fields}, "
+          f"{small:.1f} us/frame at 96x1")
 
     store = ResultsStore(work / "results.zarr", fsync=False)
     # One well's fields get real 1080 x 1080 thumbnails (the well opened in the browser).
@@ -266,8 +274,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
         print(f"/api/state: {size / 1024:.0f} KiB, median {statistics.median(times) * 1e3:.1f} ms "
               f"(max {max(times) * 1e3:.1f})")
         version = summary.version
-        summary.observe([result(10**6 + j, "Bench1536", well_label(j, j), 50) for j in range(BATCH)],
-                        first_row=len(store))
+        summary.observe(
+            [result(10**6 + j, "Bench1536", well_label(j, j), 50) for j in range(BATCH)],
+            first_row=len(store),
+        )
         started = time.perf_counter()
         for _ in range(1000):
             summary.changes(version)
@@ -275,7 +285,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
         print(f"one push of {BATCH} changed wells: {per_push_ms:.3f} ms of server work "
               "(summary.changes)")
         latency = sse_latency(page.port, store, summary, sink, 30)
-        print(f"sink -> 'wells' event at the client: median {statistics.median(latency) * 1e3:.0f} ms, "
+        print("sink -> 'wells' event at the client: "
+              f"median {statistics.median(latency) * 1e3:.0f} ms, "
               f"max {max(latency) * 1e3:.0f} ms (poll interval 250 ms)")
         if not args.no_browser:
             figures = browser_figures(page.port, store, summary, sink, args.updates, open_well)
@@ -283,9 +294,11 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 print(f"browser: skipped ({figures['skipped']})")
             else:
                 updates = figures["update_ms"]
-                print(f"browser: {figures['cells']} wells, {figures['dom_nodes']} DOM nodes; map drawn "
-                      f"{statistics.median(figures['load_ms']):.0f} ms after navigation (median of 5, "
-                      f"max {max(figures['load_ms']):.0f}); JS heap {figures['js_heap_mb'] or 0:.1f} MiB")
+                loads = figures["load_ms"]
+                print(f"browser: {figures['cells']} wells, {figures['dom_nodes']} DOM nodes; "
+                      f"map drawn {statistics.median(loads):.0f} ms after navigation "
+                      f"(median of 5, max {max(loads):.0f}); "
+                      f"JS heap {figures['js_heap_mb'] or 0:.1f} MiB")
                 print(f"browser: {len(updates)} live updates applied, median "
                       f"{statistics.median(updates):.2f} ms, max {max(updates):.2f} ms each")
                 print(f"browser: well with {figures['thumbnails']} thumbnails shown in "
@@ -295,13 +308,14 @@ def run(args: argparse.Namespace, work: Path) -> None:
         store.close()
 
     costs = thumbnail_costs(work, args.thumbnail_frames)
-    print(f"thumbnail of a 1080x1080 frame: {costs['make_ms']:.1f} ms to make (in the post-processing "
-          f"threads), PNG {costs['png_ms']:.1f} ms (on request)")
+    print(f"thumbnail of a 1080x1080 frame: {costs['make_ms']:.1f} ms to make "
+          f"(in the post-processing threads), PNG {costs['png_ms']:.1f} ms (on request)")
     print(f"stored per frame: thumbnail {costs['image_bytes'] / 1000:.1f} kB + its labels "
           f"{costs['label_bytes']:.0f} B (masks {costs['mask_bytes'] / 1000:.1f} kB); whole store "
-          f"{costs['store_bytes_without'] / 1000:.1f} -> {costs['store_bytes_with'] / 1000:.1f} kB/frame")
-    print(f"store append: {costs['append_ms_without']:.2f} -> {costs['append_ms_with']:.2f} ms/frame "
-          "with thumbnails (batches of 4, fsync on)")
+          f"{costs['store_bytes_without'] / 1000:.1f} -> "
+          f"{costs['store_bytes_with'] / 1000:.1f} kB/frame")
+    print(f"store append: {costs['append_ms_without']:.2f} -> "
+          f"{costs['append_ms_with']:.2f} ms/frame with thumbnails (batches of 4, fsync on)")
     if args.pipeline_frames:
         off, on = pipeline_with_and_without(work, args.pipeline_frames)
         print(f"pipeline end to end, {args.pipeline_frames} files of 1080x1080: {off:.1f} frames/s "
@@ -328,7 +342,8 @@ def pipeline_with_and_without(work: Path, count: int) -> tuple[float, float]:
             root = work / f"pipeline-{run_index}"
             files = linked_copies(paths, root, count)
             chosen = config.with_section("thumbnails", enabled=thumbnails)
-            rate, _ = through_pipeline(engines, bundle, chosen, root, work, f"p{run_index}", len(files))
+            rate, _ = through_pipeline(engines, bundle, chosen, root, work, f"p{run_index}",
+                                       len(files))
             rates[thumbnails].append(rate)
         return statistics.median(rates[False]), statistics.median(rates[True])
     finally:

@@ -203,7 +203,7 @@ def committer_rate(files: list[Path], distinct: int, work: Path) -> list[dict]:
         results.append({"batch": batch, "frames": total, "rate": total / took,
                         "ms_per_append": took / (total / batch) * 1000})
     flagged = sum(r.n_artifacts > 0 for r in rows)
-    return results + [{"bytes_per_frame": sizes, "encode_ms": statistics.median(encode) * 1000,
+    return [*results, {"bytes_per_frame": sizes, "encode_ms": statistics.median(encode) * 1000,
                        "with_artifacts": f"{flagged}/{len(rows)}"}]
 
 

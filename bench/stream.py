@@ -25,6 +25,7 @@ import numpy as np
 
 from daemon.tools.client import ArtifactClient
 from engines.data.synth import SynthOptions, frame_for
+from engines.files import write_text_atomically
 from tests.daemon.service_helpers import config_file, free_port
 
 
@@ -64,7 +65,8 @@ def run_rate(client: ArtifactClient, images: list[np.ndarray], rate: float, seco
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="10,50,100")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=1080)
@@ -84,7 +86,8 @@ def main() -> int:
                                stdout=log, stderr=subprocess.STDOUT)
     results = []
     try:
-        with ArtifactClient(f"tcp://127.0.0.1:{frames_port}", f"tcp://127.0.0.1:{verdicts_port}") as client:
+        frames_at, verdicts_at = f"tcp://127.0.0.1:{frames_port}", f"tcp://127.0.0.1:{verdicts_port}"
+        with ArtifactClient(frames_at, verdicts_at) as client:
             time.sleep(3)  # service start-up and the PUB/SUB subscription
             run_rate(client, images, 2, 3, "warmup")
             for rate in (float(r) for r in args.rates.split(",")):
@@ -95,7 +98,8 @@ def main() -> int:
         service.wait(120)
         log.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"size": args.size, "results": results}, indent=2) + "\n")
+    report = json.dumps({"size": args.size, "results": results}, indent=2) + "\n"
+    write_text_atomically(args.out, report)
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from engines.runtime.base import PRECISIONS
 from engines.runtime.modelcard import SEGMENT_MODES
 
 
@@ -84,7 +85,7 @@ class ModelConfig:
 
     def check(self) -> None:
         _choice("model.backend", self.backend, ("auto", "onnxruntime", "torch", "tensorrt"))
-        _choice("model.precision", self.precision, ("fp32", "fp16", "bf16", "int8"))
+        _choice("model.precision", self.precision, PRECISIONS)
         _choice("model.segment", self.segment, ("model", *SEGMENT_MODES))
         _positive("model.threads", self.threads, allow_zero=True)
 

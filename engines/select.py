@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.gpu.available import missing, tensorrt_status
-from engines.runtime.base import Engine
+from engines.runtime.base import PRECISIONS, Engine
 from engines.runtime.modelcard import ModelBundle
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class BackendUnavailable(RuntimeError):

@@ -12,8 +12,8 @@ Both start the way an image analyst would without a model:
    at least NOISE_FLOOR_SD robust standard deviations of the flattened frame. Without that
    floor Otsu always splits something, and every clean frame would be flagged, which no
    analyst would accept.
-4. Drop objects smaller than `min_area_px` and fill holes (`engines.runtime.postprocess.clean`, as for
-   the models).
+4. Drop objects smaller than `min_area_px` and fill holes (`engines.runtime.postprocess.clean`,
+   as for the models).
 
 Their honest weaknesses are the classical ones: artifacts larger than the background scale are
 partly absorbed into the background, and anything that deviates as strongly as an artifact
@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_local, threshold_otsu
 
+from engines.evaluation.background import quadratic, robust_quadratic
 from engines.runtime.postprocess import clean
 
 NOISE_FLOOR_SD = 4.0  # threshold >= this many robust SDs of the flattened frame
@@ -96,8 +97,8 @@ def _background(image: np.ndarray) -> np.ndarray:
     h, w = padded.shape[0] // factor, padded.shape[1] // factor
     blocks = padded.reshape(h, factor, w, factor).mean(axis=(1, 3), dtype=np.float64)
     (block_y, pixel_y), (block_x, pixel_x) = _axis(h, factor, height), _axis(w, factor, width)
-    coef, inliers = _robust_quadratic(blocks, block_y, block_x)
-    surface = _quadratic(coef, block_y, block_x)
+    coef, inliers = robust_quadratic(blocks, block_y, block_x)
+    surface = quadratic(coef, block_y, block_x)
     weight = inliers.astype(np.float64)
     ratio = np.divide(blocks, surface, out=np.ones_like(blocks), where=surface > 0)
     smooth = ndi.gaussian_filter(ratio * weight, sigma / factor, mode="nearest")
@@ -105,7 +106,7 @@ def _background(image: np.ndarray) -> np.ndarray:
     residual = np.divide(smooth, norm, out=np.ones_like(smooth), where=norm > 1e-6)
     # Bilinear interpolation to every pixel as two small matrix products (separable).
     residual = _interpolation(block_y, pixel_y) @ residual @ _interpolation(block_x, pixel_x).T
-    surface = _quadratic(coef.astype(np.float32), pixel_y, pixel_x)
+    surface = quadratic(coef.astype(np.float32), pixel_y, pixel_x)
     return surface * residual.astype(np.float32)
 
 
@@ -121,39 +122,6 @@ def _axis(n_blocks: int, factor: int, n_pixels: int) -> tuple[np.ndarray, np.nda
 def _interpolation(nodes: np.ndarray, at: np.ndarray) -> np.ndarray:
     """(len(at), len(nodes)) weights of linear interpolation, constant beyond the ends."""
     return np.stack([np.interp(at, nodes, unit) for unit in np.eye(nodes.size)], axis=1)
-
-
-def _quadratic(coef: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """a + by + cx + dy² + exy + fx² on the grid y (rows) x x (columns)."""
-    a, b, c, d, e, f = coef
-    y, x = y[:, None], x[None, :]
-    return (a + b * y + d * y * y) + (c * x + f * x * x) + e * y * x
-
-
-def _robust_quadratic(
-    values: np.ndarray, y: np.ndarray, x: np.ndarray, rounds: int = 3
-) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares `_quadratic` over a grid, refitted without the points more than 3 robust
-    SDs off it; returns the coefficients and the points kept."""
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    design = np.stack([np.ones_like(yy), yy, xx, yy * yy, yy * xx, xx * xx], axis=-1)
-    design = design.reshape(-1, 6)
-    target = values.ravel()
-    inliers = np.ones(target.size, dtype=bool)
-    coef = np.zeros(6)
-    for _ in range(rounds):
-        if np.count_nonzero(inliers) < design.shape[1]:
-            break
-        # Normal equations (6 unknowns, well conditioned on [-1, 1]): an SVD of the 6 x 6
-        # system, not of every block.
-        kept_design = design[inliers]
-        normal = kept_design.T @ kept_design
-        coef, *_ = np.linalg.lstsq(normal, kept_design.T @ target[inliers], rcond=None)
-        residual = target - design @ coef
-        kept = residual[inliers]
-        spread = _MAD_TO_SD * np.median(np.abs(kept - np.median(kept)))
-        inliers = np.abs(residual) <= 3.0 * spread
-    return coef, inliers.reshape(values.shape)
 
 
 def _otsu(values: np.ndarray) -> float:

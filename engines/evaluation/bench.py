@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.files import write_text_atomically
 from engines.gpu.enginecache import parse_frame_size
 from engines.runtime.modelcard import ModelBundle, ModelError, load_model
 
@@ -388,5 +389,5 @@ def main(args: argparse.Namespace) -> int:
             "results": [asdict(r) for r in results],
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomically(args.out, json.dumps(report, indent=2) + "\n")
     return 0 if any(r.status == "ok" for r in results) else 1

@@ -34,6 +34,7 @@ from engines.evaluation.scoring import (
     pooled_object_f1,
     size_mae,
 )
+from engines.files import replace_atomically, write_text_atomically
 from engines.runtime.analyse import AnalysisOptions, analyse
 from engines.runtime.familiarity import UNFAMILIAR, Familiarity
 from engines.runtime.modelcard import (
@@ -110,10 +111,12 @@ def score_run(run: MethodRun, dataset: Dataset) -> dict:
         matches = [match_objects(p, t, 0.5) for p, t in zip(preds, truths, strict=True)]
         pooled = pooled_object_f1(matches)
         result["object_f1_iou50"] = pooled
-        errors = [size_mae(p, t, m) for p, t, m in zip(preds, truths, matches, strict=True) if m.pairs]
+        errors = [size_mae(p, t, m)
+                  for p, t, m in zip(preds, truths, matches, strict=True) if m.pairs]
         weights = [len(m.pairs) for m in matches if m.pairs]
         result["size_mae_px"] = float(np.average(errors, weights=weights)) if errors else math.nan
-        result["ap_curve"] = {f"{k:.2f}": v for k, v in ap_curve(preds, truths, AP_THRESHOLDS).items()}
+        curve = ap_curve(preds, truths, AP_THRESHOLDS)
+        result["ap_curve"] = {f"{k:.2f}": v for k, v in curve.items()}
         result.update(small_artifacts(preds, truths, matches))
     result["seconds_per_frame"] = float(np.mean(run.seconds))
     if run.unfamiliarity:  # how unlike the training frames these are (engines.runtime.familiarity)
@@ -152,7 +155,8 @@ def markdown_table(results: list[dict]) -> str:
         px = r.get("pixel", {})
         cells = [
             r["method"], r["image"]["f1"], r["image"]["precision"], r["image"]["recall"],
-            r["image"].get("false_flag_rate"), px.get("iou"), px.get("dice"), px.get("precision"), px.get("recall"),
+            r["image"].get("false_flag_rate"),
+            px.get("iou"), px.get("dice"), px.get("precision"), px.get("recall"),
             r.get("object_f1_iou50"), r.get("size_mae_px"), r.get("small_artifact_found"),
             r["seconds_per_frame"],
         ]
@@ -185,7 +189,8 @@ def plot_ap(results: list[dict], path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    # The temporary name has no .png suffix to guess the format from.
+    replace_atomically(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
     plt.close(figure)
 
 
@@ -201,22 +206,28 @@ def evaluate(bundle: ModelBundle, dataset: Dataset, *, backend: str = "onnxrunti
 
 def write_report(results: list[dict], out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    (out / "eval.md").write_text(markdown_table(results))
+    report = json.dumps({"meta": meta, "results": results}, indent=2) + "\n"
+    write_text_atomically(out / "eval.json", report)
+    write_text_atomically(out / "eval.md", markdown_table(results))
     plot_ap(results, out / "ap_curve.png")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default", help="model folder (default: the shipped model)")
+    parser.add_argument("--model", default="default",
+                        help="model folder (default: the shipped model)")
     parser.add_argument("--frames", type=Path, required=True, help="folder of frames")
     parser.add_argument("--labels", type=Path, required=True, help="CSV source,label")
-    parser.add_argument("--masks", type=Path, help="folder of ground-truth masks (same relative paths)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for eval.json, eval.md, ap_curve.png")
-    parser.add_argument("--backend", default="onnxruntime", help="inference backend (as the service)")
+    parser.add_argument("--masks", type=Path,
+                        help="folder of ground-truth masks (same relative paths)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for eval.json, eval.md, ap_curve.png")
+    parser.add_argument("--backend", default="onnxruntime",
+                        help="inference backend (as the service)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     parser.add_argument("--segment", choices=SEGMENT_MODES,
                         help="frames the segmenter runs on (default: as the model card says)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the thresholding baselines")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the thresholding baselines")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from engines.files import write_bytes_atomically
 from engines.gpu.available import tensorrt_status
 from engines.gpu.enginecache import (
-    PRECISIONS,
     BuildTarget,
     EngineCache,
     EngineKey,
@@ -48,7 +48,6 @@ from engines.gpu.enginecache import (
     default_cache_dir,
     make_profile,
     parse_frame_size,
-    write_atomic,
 )
 from engines.gpu.preprocess import (
     RAW_INPUT,
@@ -57,6 +56,7 @@ from engines.gpu.preprocess import (
     raw_bytes,
     wrap_raw_uint16,
 )
+from engines.runtime.base import PRECISIONS
 from engines.runtime.modelcard import ModelBundle, ModelError, load_model
 from engines.timestamps import timestamp
 
@@ -228,7 +228,7 @@ def build_plan(onnx_path: Path, part: str, precision: str, profile: Profile, *,
                 time.monotonic() - started)
     if timing_cache is not None and cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(plan)
 
 
@@ -307,7 +307,7 @@ def _entropy_calibrator(trt: Any, frames: np.ndarray, batch: int, cache_path: Pa
 
         def write_calibration_cache(self, cache: Any) -> None:
             if cache_path is not None:
-                write_atomic(cache_path, bytes(cache))
+                write_bytes_atomically(cache_path, bytes(cache))
 
     return EntropyCalibrator()
 
@@ -388,7 +388,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     build.add_argument("--precision", choices=PRECISIONS, default="fp16",
                        help="default %(default)s (int8 needs --calibration; TensorRT 10 only)")
-    build.add_argument("--max-batch", type=int, default=8, help="largest batch (default %(default)s)")
+    build.add_argument("--max-batch", type=int, default=8,
+                       help="largest batch (default %(default)s)")
     build.add_argument("--opt-batch", type=int, default=None,
                        help="batch TensorRT tunes for (default: --max-batch)")
     build.add_argument("--frame-size", action="append", default=None, metavar="HxW",

@@ -19,18 +19,18 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from engines.files import write_bytes_atomically, write_text_atomically
 from engines.gpu.preprocess import PREPROCESS_VERSION
+from engines.runtime.base import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 PARTS = ("detector", "segmenter")
 
 
@@ -189,11 +189,11 @@ class EngineCache:
         if not plan:
             raise PlanError(f"engine {key.slot}: the builder returned an empty plan")
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.plan_path(key), plan)
+        write_bytes_atomically(self.plan_path(key), plan)
         meta = {"key": key.to_dict(), "plan_sha256": hashlib.sha256(plan).hexdigest(),
                 "plan_bytes": len(plan), **(extra or {})}
-        write_atomic(self.meta_path(key), (json.dumps(meta, indent=2, sort_keys=True) + "\n")
-                      .encode())
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        write_text_atomically(self.meta_path(key), text)
         return self.plan_path(key)
 
     def invalidate(self, key: EngineKey) -> None:
@@ -250,16 +250,3 @@ class EngineCache:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

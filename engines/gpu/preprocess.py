@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engines.runtime.base import as_nchw
+
 if TYPE_CHECKING:
     import onnx
 
@@ -38,12 +40,7 @@ def as_uint16_frames(frames: np.ndarray, in_channels: int) -> np.ndarray:
     uint16 passes through untouched; uint8 and bool widen; any other integer or float array is
     accepted only when every value is an integer in 0..65535, so nothing is silently clipped.
     """
-    if frames.ndim == 3:
-        frames = frames[:, None]
-    if frames.ndim != 4 or frames.shape[1] != in_channels:
-        raise ValueError(
-            f"expected frames shaped (N, H, W) or (N, {in_channels}, H, W), got {frames.shape}"
-        )
+    frames = as_nchw(frames, in_channels)
     if frames.dtype == np.uint16:
         return np.ascontiguousarray(frames)
     if frames.dtype in (np.uint8, np.bool_):

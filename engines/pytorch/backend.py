@@ -29,7 +29,7 @@ import torch
 
 from engines.pytorch.preprocess import pad_on_device, widen_uint16
 from engines.pytorch.weights import load_torch_models
-from engines.runtime.base import EngineInfo, as_batch
+from engines.runtime.base import EngineInfo, as_batch, as_nchw
 from engines.runtime.modelcard import ModelBundle, ModelError
 
 logger = logging.getLogger(__name__)
@@ -102,11 +102,7 @@ class TorchEngine:
     def _host_batch(self, frames: np.ndarray) -> tuple[torch.Tensor, bool]:
         """CPU tensor (N, C, H, W) in the cheapest exact dtype to send, and whether it holds
         uint16 bit patterns as int16."""
-        if frames.ndim == 3:
-            frames = frames[:, None]
-        if frames.ndim != 4 or frames.shape[1] != self._channels:
-            raise ValueError(f"expected frames shaped (N, H, W) or (N, {self._channels}, H, W), "
-                             f"got {frames.shape}")
+        frames = as_nchw(frames, self._channels)
         if frames.dtype == np.uint16:
             return torch.from_numpy(np.ascontiguousarray(frames).view(np.int16)), True
         if frames.dtype in (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32):

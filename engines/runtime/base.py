@@ -14,12 +14,16 @@ import numpy as np
 
 from engines.runtime.modelcard import ModelBundle
 
+# The numeric precisions a backend may run at, in the words of config.toml's [model] precision.
+# Which backend and device support which is engines.select's business.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
 
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
     backend: str  # "onnxruntime" | "torch" | "tensorrt"
     model: str  # ModelBundle.model_id
-    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
+    precision: str  # one of PRECISIONS
     device: str  # "cpu" or e.g. "cuda:0 NVIDIA H100"
 
 
@@ -38,15 +42,23 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def as_batch(frames: np.ndarray, in_channels: int) -> np.ndarray:
-    """(N, H, W) or (N, C, H, W) -> float32 (N, C, H, W), checking the channel count."""
+def as_nchw(frames: np.ndarray, in_channels: int) -> np.ndarray:
+    """(N, H, W) or (N, C, H, W) -> (N, C, H, W), pixels untouched, checking the channel count.
+
+    The one shape check of every backend's input.
+    """
     if frames.ndim == 3:
         frames = frames[:, None]
     if frames.ndim != 4 or frames.shape[1] != in_channels:
         raise ValueError(
             f"expected frames shaped (N, H, W) or (N, {in_channels}, H, W), got {frames.shape}"
         )
-    return frames.astype(np.float32, copy=False)
+    return frames
+
+
+def as_batch(frames: np.ndarray, in_channels: int) -> np.ndarray:
+    """(N, H, W) or (N, C, H, W) -> float32 (N, C, H, W), checking the channel count."""
+    return as_nchw(frames, in_channels).astype(np.float32, copy=False)
 
 
 def pad_to_multiple(batch: np.ndarray, multiple: int) -> np.ndarray:

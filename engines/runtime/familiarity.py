@@ -8,7 +8,8 @@ Mahalanobis distance from them, divided by the distance that 95 % of the trainin
 within. So ~1 is as familiar as the training frames, and above `UNFAMILIAR` the frame is unlike
 anything the model saw.
 
-Numpy and scipy only: it runs beside every backend in the service, on the CPU, in ~12 ms per 1080 x 1080 frame.
+Numpy and scipy only: it runs beside every backend in the service, on the CPU, in ~12 ms per
+1080 x 1080 frame.
 """
 
 from __future__ import annotations

@@ -29,8 +29,10 @@ class OnnxRuntimeEngine:
         providers = ["CPUExecutionProvider"]
         if use_cuda and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
-        self._detector = ort.InferenceSession(str(bundle.path("detector")), options, providers=providers)
-        self._segmenter = ort.InferenceSession(str(bundle.path("segmenter")), options, providers=providers)
+        self._detector, self._segmenter = (
+            ort.InferenceSession(str(bundle.path(part)), options, providers=providers)
+            for part in ("detector", "segmenter")
+        )
         device = "cuda" if self._detector.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.info = EngineInfo("onnxruntime", bundle.model_id, "fp32", device)
 

@@ -42,6 +42,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engines.files import write_text_atomically
 from engines.runtime.modelcard import DEFAULT_MODEL_DIR
 
 TRAIN_SETS = (("u16", 101, "uint16", 700, 512), ("u8", 102, "uint8", 150, 512))
@@ -151,7 +152,7 @@ def training_set(work: Path, name: str, parts: tuple, log: list[str]) -> Path:
                 link.symlink_to((part / kind).resolve())
         for line in (part / "labels.csv").read_text().splitlines()[1:]:
             rows.append(f"{part_name}/{line}")
-    (merged / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_text_atomically(merged / "labels.csv", "\n".join(rows) + "\n")
     return merged
 
 
@@ -316,7 +317,8 @@ def main() -> int:
             for kind in kinds:
                 shutil.copy(eval_folder(args.work, model, judged[name]) / kind,
                             DEFAULT_MODEL_DIR / f"{mode}-{name}-{kind}")
-    (DEFAULT_MODEL_DIR / "MODEL_CARD.md").write_text(model_card(chosen, models, reports, log))
+    card = model_card(chosen, models, reports, log)
+    write_text_atomically(DEFAULT_MODEL_DIR / "MODEL_CARD.md", card)
     print(f"default model: {chosen} -> {DEFAULT_MODEL_DIR}")
     return 0
 

@@ -21,6 +21,7 @@ import torch
 from scipy import ndimage as ndi
 from torch.nn import functional as F
 
+from engines.evaluation.background import quadratic, robust_quadratic
 from engines.pytorch.models import Detector
 
 
@@ -70,16 +71,9 @@ def illumination_trend(coarse: np.ndarray, *, rounds: int = 3, clip: float = 2.5
     """A quadratic surface fitted robustly (outliers beyond `clip` robust SD refitted without):
     vignetting and tilted lighting, which artifacts larger than any median window sit on."""
     h, w = coarse.shape
-    y, x = np.mgrid[:h, :w] / max(h, w)
-    terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], -1).reshape(-1, 6)
-    values = coarse.ravel()
-    keep = np.ones(values.size, dtype=bool)
-    for _ in range(rounds):
-        coef, *_ = np.linalg.lstsq(terms[keep], values[keep], rcond=None)
-        residual = values - terms @ coef
-        spread = np.median(np.abs(residual[keep])) * 1.4826 + 1e-9
-        keep = np.abs(residual) < clip * spread
-    return (terms @ coef).reshape(h, w)
+    y, x = np.arange(h) / max(h, w), np.arange(w) / max(h, w)
+    coef, _kept = robust_quadratic(coarse, y, x, rounds=rounds, clip=clip, centred=False)
+    return quadratic(coef, y, x)
 
 
 def local_background(image: np.ndarray, size: int = 481, *, step: int = 16) -> np.ndarray:

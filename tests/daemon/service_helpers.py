@@ -28,7 +28,9 @@ def operetta_name(index: int) -> str:
     return f"r{row + 1:02d}c{column + 1:02d}f{index % 4 + 1:02d}p01-ch1sk1fk1fl1.tiff"
 
 
-def write_frames(folder: Path, count: int, *, size: int = 192, seed: int = 7, start: int = 0) -> list[Path]:
+def write_frames(
+    folder: Path, count: int, *, size: int = 192, seed: int = 7, start: int = 0
+) -> list[Path]:
     """Synthetic frames named as an Operetta writes them, in a plate folder."""
     plate = folder / "Plate1"
     plate.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,9 @@ def config_file(tmp_path: Path, *, input_dir: Path, store: Path, **sections: dic
     return path
 
 
-def start_service(config: Path, *extra: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+def start_service(
+    config: Path, *extra: str, log: Path, env: dict | None = None
+) -> subprocess.Popen:
     handle = log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "run", "--config", str(config), *extra],
@@ -167,7 +171,8 @@ def installed_wheel(tmp_path: Path) -> Path:
     for name in ("daemon", "engines"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
-        [sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"],
+        [sys.executable, "-c",
+         "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"],
         cwd=source, capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr[-3000:]
     installed = tmp_path / "site-packages"

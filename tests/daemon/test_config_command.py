@@ -57,7 +57,8 @@ def test_each_problem_is_named_in_one_sentence(tmp_path):
     assert "Traceback" not in done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == len(problems), done.stdout
-    for key, line in zip(problems, sorted(lines, key=lambda l: _named(l, problems)), strict=True):
+    in_order = sorted(lines, key=lambda text: _named(text, problems))
+    for key, line in zip(problems, in_order, strict=True):
         assert line.startswith(f"{path}: {key}"), line
         assert "expected" in line, f"{line}: says what is wrong, not what would be right"
 

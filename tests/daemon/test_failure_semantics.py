@@ -97,12 +97,14 @@ def test_a_result_the_store_refuses_fails_alone_and_the_next_ten_are_stored(tmp_
         assert pipeline.submit_frame(streamed(f"good-{i}", 2 + i))
     assert pipeline.drain(60), "the writer must not retry a refused result forever"
 
-    assert sorted(store.frame_table()["source"].tolist()) == sorted(f"zmq:good-{i}" for i in range(10))
+    stored = sorted(store.frame_table()["source"].tolist())
+    assert stored == sorted(f"zmq:good-{i}" for i in range(10))
     failures = store.failure_table()
     assert failures["reason"].tolist() == ["unstorable"]
     assert failures["source"].tolist() == ["zmq:bad\\udcff"]  # kept readable, escaped
     assert metrics.registry.get_sample_value("artifactd_store_retries_total") == 0
-    assert pipeline.tally.failed == {"unstorable": 1} and pipeline.tally.clean + pipeline.tally.flagged == 10
+    assert pipeline.tally.failed == {"unstorable": 1}
+    assert pipeline.tally.clean + pipeline.tally.flagged == 10
     close_all(store, journal, engine)
 
 
@@ -128,7 +130,7 @@ def test_a_passing_inference_fault_is_tried_again_and_the_frame_is_processed(tmp
 def test_a_lasting_inference_fault_is_recorded_but_not_journaled_as_done(tmp_path):
     root = tmp_path / "in"
     [path] = write_frames(root, 1, size=128)
-    pipeline, store, journal, metrics, engine = pipeline_for(tmp_path, faults=100, retries=2)
+    pipeline, store, journal, _metrics, engine = pipeline_for(tmp_path, faults=100, retries=2)
     pipeline.start()
     assert pipeline.submit_file(ready(root, path))
     wait_for(lambda: pipeline.in_flight == 0, 60, "the frame's last try")
@@ -273,7 +275,8 @@ def test_a_folder_source_remembers_what_it_could_not_hand_on(tmp_path):
 
 
 def test_the_input_folder_is_checked_before_anything_is_created(tmp_path):
-    config = config_file(tmp_path, input_dir=tmp_path / "no-such-folder", store=tmp_path / "out.zarr",
+    config = config_file(tmp_path, input_dir=tmp_path / "no-such-folder",
+                         store=tmp_path / "out.zarr",
                          output={"journal": str(tmp_path / "journal.sqlite")})
     done = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--config", str(config),
                            "--once"], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -122,8 +122,8 @@ def test_write_then_rename(tmp_path: Path) -> None:
 def test_writer_that_never_closes_completes_by_settling(tmp_path: Path) -> None:
     collector = Collector()
     with watching(tmp_path, collector, settle_s=0.4):
-        fh = open(tmp_path / "open.tif", "wb")
-        try:
+        # Closed after the hand-over: same size and mtime, so not handed on again.
+        with open(tmp_path / "open.tif", "wb") as fh:
             fh.write(FRAME[:1000])
             fh.flush()
             time.sleep(0.25)
@@ -133,8 +133,6 @@ def test_writer_that_never_closes_completes_by_settling(tmp_path: Path) -> None:
             started = time.monotonic()
             assert collector.wait_for(1, timeout=5.0) == ["open.tif"]
             assert time.monotonic() - started >= 0.35
-        finally:
-            fh.close()  # same size and mtime: not handed on again
         time.sleep(0.5)
     assert collector.sources() == ["open.tif"]
     assert collector.contents["open.tif"] == FRAME

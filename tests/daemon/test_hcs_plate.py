@@ -25,7 +25,8 @@ def plate_result(i: int, well: str, field: int, plate: str = "P1", **kwargs):
     result = make_result(i, source=f"{plate}/{well}_f{field}.tif", n_artifacts=2 if i % 2 else 0,
                          **kwargs)
     meta = dataclasses.replace(result.frame.meta, plate=plate, well=well, field=field)
-    return with_thumbnail(dataclasses.replace(result, frame=dataclasses.replace(result.frame, meta=meta)))
+    frame = dataclasses.replace(result.frame, meta=meta)
+    return with_thumbnail(dataclasses.replace(result, frame=frame))
 
 
 @pytest.fixture

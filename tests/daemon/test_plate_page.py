@@ -40,7 +40,8 @@ def page_port(log: Path) -> int:
     found: list[int] = []
 
     def logged() -> bool:
-        match = re.search(r"plate page at http://127\.0\.0\.1:(\d+)/", log.read_text(errors="replace"))
+        text = log.read_text(errors="replace")
+        match = re.search(r"plate page at http://127\.0\.0\.1:(\d+)/", text)
         if match:
             found.append(int(match.group(1)))
         return bool(found)
@@ -179,8 +180,8 @@ def watch_wells_turn(chrome, sub, expected: int, log: Path, process) -> dict[str
                     del waiting[well]
                     continue
                 assert now - since < RED_WITHIN_S, (
-                    f"well {well} ({'flagged' if verdicts[well]['flagged'] else 'clean'}) not shown "
-                    f"{now - since:.2f} s after its frame became durable: {cell}")
+                    f"well {well} ({'flagged' if verdicts[well]['flagged'] else 'clean'}) "
+                    f"not shown {now - since:.2f} s after its frame became durable: {cell}")
         time.sleep(0.05)
     assert len(verdicts) == expected and not waiting, (verdicts, waiting, log.read_text()[-2000:])
     return verdicts
@@ -217,7 +218,8 @@ def open_well_and_check_outlines(chrome, port: int, well: str) -> int:
     row = int(card.get_attribute("data-row"))
     status, _, png = request(port, "GET", f"/api/frames/{row}/thumbnail.png")
     assert status == 200
-    assert np.all(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) == OUTLINE_RGB, axis=-1).any()
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert np.all(pixels == OUTLINE_RGB, axis=-1).any()
     return row
 
 
@@ -225,8 +227,8 @@ def correct_in_the_larger_view(chrome, well: str) -> None:
     chrome.find_element("css selector", "#fields .field .shot").click()
     wait_for(lambda: chrome.find_element("id", "viewer").is_displayed(), 10, "the larger view")
     big = chrome.find_element("id", "viewer-img")
-    wait_for(lambda: chrome.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
-                                           big), 10, "the larger image")
+    wait_for(lambda: chrome.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth", big), 10, "the larger image")
     assert big.size["width"] > 300
     chrome.find_element("css selector", '#viewer-actions button[data-label="clean"]').click()
     # Read in one script: the buttons are drawn anew when the correction comes back.
@@ -235,8 +237,8 @@ def correct_in_the_larger_view(chrome, well: str) -> None:
         ".getAttribute('aria-pressed')") == "true", 10, "the correction to be recorded")
     cell = f'#plate .cell[data-well="{well}"]'
     wait_for(lambda: is_green(chrome.execute_script(
-        f"return getComputedStyle(document.querySelector('{cell}')).backgroundColor")), RED_WITHIN_S,
-        "the corrected well to turn green")
+        f"return getComputedStyle(document.querySelector('{cell}')).backgroundColor")),
+        RED_WITHIN_S, "the corrected well to turn green")
     assert "corrected" in chrome.find_element("css selector", cell).get_attribute("class")
     assert "→ clean" in chrome.find_element("id", "viewer-facts").text
 
@@ -261,7 +263,8 @@ def test_the_store_records_token_names_never_tokens(tmp_path: Path):
     folder.mkdir()
     store = tmp_path / "results.zarr"
     secret = "s3cret-token-0123456789"
-    config = config_file(tmp_path, input_dir=folder, store=store, web={"tokens": [f"alice:{secret}"]})
+    config = config_file(tmp_path, input_dir=folder, store=store,
+                         web={"tokens": [f"alice:{secret}"]})
     done = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--config", str(config),
                            "--once"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -187,7 +187,7 @@ def test_files_without_a_well_are_grouped_by_folder(tmp_path):
 def test_archives_that_would_share_names_are_refused(tmp_path, archive):
     copy = tmp_path / "copy"
     shutil.copytree(archive, copy)
-    with pytest.raises(PlanError, match="both hold Plate[AB]/"):
+    with pytest.raises(PlanError, match=r"both hold Plate[AB]/"):
         make_plan([archive, copy], Config(), fields_per_task=0, model="default")
     with pytest.raises(PlanError, match="inside the other"):
         make_plan([archive, archive / "PlateA"], Config(), fields_per_task=0, model="default")

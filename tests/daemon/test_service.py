@@ -141,7 +141,8 @@ def test_sigterm_drains_consistently_and_restart_finishes(tmp_path, plant):
     assert stop(process, signal.SIGTERM, timeout=60) == 0, log.read_text()
     assert time.monotonic() - started < 60
     stored = Counter(stored_sources(store))
-    journaled = {key.source for key in journaled_keys(store.parent / (store.name + ".journal.sqlite"))}
+    journal = store.parent / (store.name + ".journal.sqlite")
+    journaled = {key.source for key in journaled_keys(journal)}
     assert set(stored) == journaled, "drained: every durable frame is committed, and only those"
     assert run_once(config, log).returncode == 0
     counts = Counter(stored_sources(store))

@@ -46,14 +46,15 @@ def test_frames_in_verdicts_out_one_for_one(tmp_path):
             # A malformed message first: counted and dropped, the service keeps answering.
             raw = zmq.Context.instance().socket(zmq.PUSH)
             raw.connect(f"tcp://127.0.0.1:{frames_port}")
-            raw.send_multipart([json.dumps({"frame_id": "x", "shape": [4, 4], "dtype": "uint16"}).encode(),
-                                b"short"])
+            header = {"frame_id": "x", "shape": [4, 4], "dtype": "uint16"}
+            raw.send_multipart([json.dumps(header).encode(), b"short"])
             raw.close(linger=1000)
             sent = {}
             for i in range(8):
                 frame = frame_for(21, i, SynthOptions(height=160, width=160))
                 sent[f"f{i}"] = frame.label
-                client.send(f"f{i}", frame.image, plate="P1", well="B02", field=i, pixel_size_um=0.6)
+                client.send(f"f{i}", frame.image, plate="P1", well="B02", field=i,
+                            pixel_size_um=0.6)
             verdicts = []
             deadline = time.monotonic() + 90
             while len(verdicts) < len(sent) and time.monotonic() < deadline:

@@ -20,7 +20,8 @@ from tests.daemon.test_store import make_result
 
 def frame_pixels(i: int, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
     rng = np.random.default_rng(100 + i)
-    return (rng.normal(2000, 300, shape) + np.linspace(0, 800, shape[1])).clip(0, 65535).astype(np.uint16)
+    pixels = rng.normal(2000, 300, shape) + np.linspace(0, 800, shape[1])
+    return pixels.clip(0, 65535).astype(np.uint16)
 
 
 def with_thumbnail(result: FrameResult, downsample: int = 4) -> FrameResult:
@@ -104,7 +105,9 @@ def test_the_thumbnail_stack_passes_the_ome_zarr_models_validator(tmp_path: Path
     assert scale["coordinateTransformations"][0]["scale"] == [1.0, 0.65 * 4, 0.65 * 4]
 
 
-def test_a_failed_append_leaves_no_thumbnail_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_failed_append_leaves_no_thumbnail_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     path = tmp_path / "results.zarr"
     results = [with_thumbnail(make_result(i)) for i in range(4)]
     store = ResultsStore(path)

@@ -59,7 +59,8 @@ def test_a_file_time_in_nanoseconds_is_truncated_not_rounded():
 
 def test_the_service_writes_every_time_in_one_format(tmp_path):
     """A real service: frame and failure tables, store settings, journal and alert events."""
-    folder, store, log = tmp_path / "in", tmp_path / "out" / "results.zarr", tmp_path / "service.log"
+    folder, log = tmp_path / "in", tmp_path / "service.log"
+    store = tmp_path / "out" / "results.zarr"
     folder.mkdir()
     verdicts_port = free_port()
     config = config_file(

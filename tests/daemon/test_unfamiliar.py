@@ -26,7 +26,8 @@ def halo_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "halo-only"
     shutil.copytree(DEFAULT_MODEL_DIR, folder)
     options = SynthOptions(height=SIZE, width=SIZE)
-    stats = Familiarity.fit(np.array([appearance(frame_for(41, i, options).image) for i in range(60)]))
+    looks = [appearance(frame_for(41, i, options).image) for i in range(60)]
+    stats = Familiarity.fit(np.array(looks))
     card = json.loads((folder / "model.json").read_text())
     card["familiarity"] = stats.to_dict()
     (folder / "model.json").write_text(json.dumps(card))
@@ -37,7 +38,8 @@ def plate(folder, renderer: str, count: int = 24):
     (folder / "Plate1").mkdir(parents=True)
     options = SynthOptions(height=SIZE, width=SIZE, artifact_probability=0.2)
     for i in range(count):
-        tifffile.imwrite(folder / "Plate1" / operetta_name(i), frame_for(42, i, options, renderer).image)
+        frame = frame_for(42, i, options, renderer)
+        tifffile.imwrite(folder / "Plate1" / operetta_name(i), frame.image)
 
 
 @pytest.mark.parametrize(("renderer", "warned"), [("monolayer", True), ("halo", False)])
@@ -68,5 +70,6 @@ def test_unfamiliarity_is_exported_to_prometheus():
     metrics = Metrics()
     metrics.unfamiliarity.observe(3.0)
     metrics.unfamiliar_plate.labels(plate="P1").set(1)
-    names = {f.name for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    exposed = generate_latest(metrics.registry).decode()
+    names = {f.name for f in text_string_to_metric_families(exposed)}
     assert {"artifactd_frame_unfamiliarity", "artifactd_plate_unfamiliar"} <= names

@@ -298,9 +298,11 @@ def test_an_installed_package_has_the_page(tmp_path: Path):
 
     installed = installed_wheel(tmp_path)
     check = ("from importlib.resources import files; from daemon.web.server import STATIC; "
-             "print(sum(len((files('daemon.web') / 'static' / n).read_bytes()) > 0 for n in STATIC))")
+             "print(sum(len((files('daemon.web') / 'static' / n).read_bytes()) > 0 "
+             "for n in STATIC))")
     done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, env={"PYTHONPATH": str(installed), "PATH": "/usr/bin"})
+                          text=True, timeout=60,
+                          env={"PYTHONPATH": str(installed), "PATH": "/usr/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
     from daemon.web.server import STATIC
 

@@ -15,12 +15,13 @@ from daemon.web.summary import PlateSummary
 from tests.daemon.test_store import make_result
 
 
-def result(i: int, well: str, field: int, *, flagged: bool, plate: str = "P1", source: str | None = None,
-           size: int | None = None):
-    base = make_result(i, source=source or f"{plate}/{well}_f{field}.tif", n_artifacts=2 if flagged else 0,
-                       size=size)
+def result(i: int, well: str, field: int, *, flagged: bool, plate: str = "P1",
+           source: str | None = None, size: int | None = None):
+    base = make_result(i, source=source or f"{plate}/{well}_f{field}.tif",
+                       n_artifacts=2 if flagged else 0, size=size)
     meta = dataclasses.replace(base.frame.meta, plate=plate, well=well, field=field, channel=0)
-    return dataclasses.replace(base, frame=dataclasses.replace(base.frame, meta=meta), flagged=flagged)
+    frame = dataclasses.replace(base.frame, meta=meta)
+    return dataclasses.replace(base, frame=frame, flagged=flagged)
 
 
 def test_well_names_and_layouts():
@@ -52,7 +53,8 @@ def test_wells_count_fields_seen_and_flagged():
 def test_a_file_processed_again_replaces_its_field():
     summary = PlateSummary()
     summary.observe([result(0, "B03", 1, flagged=True)], first_row=0)
-    summary.observe([result(1, "B03", 1, flagged=False, source="P1/B03_f1.tif", size=5)], first_row=1)
+    summary.observe([result(1, "B03", 1, flagged=False, source="P1/B03_f1.tif", size=5)],
+                    first_row=1)
     assert summary.state()["plates"][0]["wells"]["B03"] == [1, 0, 0]
     assert [f["row"] for f in summary.well("P1", "B03")["fields"]] == [1]
     assert summary.field(0) is None and summary.field(1) is not None
@@ -87,7 +89,8 @@ def test_the_layout_grows_with_the_wells_seen_unless_configured():
     assert plate["format"] == 1536 and plate["unplaced"] == ["W0001"]
 
     fixed = PlateSummary("384")
-    fixed.observe([result(0, "A01", 1, flagged=False), result(1, "AF48", 1, flagged=False)], first_row=0)
+    fixed.observe([result(0, "A01", 1, flagged=False), result(1, "AF48", 1, flagged=False)],
+                  first_row=0)
     plate = fixed.state()["plates"][0]
     assert plate["format"] == 384 and plate["unplaced"] == ["AF48"]
 
@@ -103,7 +106,8 @@ def test_changes_since_a_version_name_each_changed_well_once():
     assert changes["version"] == summary.version
     assert changes["wells"] == [["P1", "C07", [2, 1, 0]], ["P2", "D01", [1, 0, 0]]]
     assert [p["name"] for p in changes["plates"]] == ["P1", "P2"]
-    assert summary.changes(summary.version) == {"version": summary.version, "plates": [], "wells": []}
+    unchanged = {"version": summary.version, "plates": [], "wells": []}
+    assert summary.changes(summary.version) == unchanged
     # Newest plate first in the state.
     assert [p["name"] for p in summary.state()["plates"]] == ["P2", "P1"]
 

@@ -64,9 +64,9 @@ def _private_zarr_uses(path: Path) -> list[str]:
         elif isinstance(node, ast.Import):
             found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names
                       if a.name.startswith("zarr.core")]
-        elif isinstance(node, ast.Attribute) and node.attr.startswith("_async_"):
-            found.append(f"{path.name}:{node.lineno} .{node.attr}")
-        elif isinstance(node, ast.Attribute) and node.attr == "encode_chunk_key":
+        elif isinstance(node, ast.Attribute) and (
+            node.attr.startswith("_async_") or node.attr == "encode_chunk_key"
+        ):
             found.append(f"{path.name}:{node.lineno} .{node.attr}")
     return found
 

@@ -69,7 +69,8 @@ def chromium_paths() -> tuple[str, str]:
     """The Chromium and chromedriver to drive, or a skip naming what is missing."""
     browser = next((p for p in CHROMIUM if Path(p).exists()), shutil.which("chromium"))
     driver = next((p for p in CHROMEDRIVER if Path(p).exists()), shutil.which("chromedriver"))
-    missing = [name for name, found in (("chromium", browser), ("chromedriver", driver)) if not found]
+    missing = [name for name, found in (("chromium", browser), ("chromedriver", driver))
+               if not found]
     if missing:
         pytest.skip(f"{' and '.join(missing)} not installed (apt-get install chromium "
                     "chromium-driver, as `make test-tools` does) to run the browser test")

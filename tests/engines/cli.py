@@ -8,7 +8,9 @@ from pathlib import Path
 from engines.training.train import add_arguments
 
 
-def train_args(data: Path, out: Path, *, mode: str, extra: tuple[str, ...] = ()) -> argparse.Namespace:
+def train_args(
+    data: Path, out: Path, *, mode: str, extra: tuple[str, ...] = ()
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     argv = ["--frames", str(data / "frames"), "--labels", str(data / "labels.csv"),

@@ -16,7 +16,8 @@ ONLY_FRINGES = AugmentOptions(flips=False, rotations=False, gain=(1.0, 1.0), off
 def test_masks_turn_and_flip_with_their_frames():
     # values on a coarse grid, so dividing by the mean and multiplying back cannot move one
     # across the mask's cut-off
-    frames = torch.randint(1, 20, (4, 1, 32, 32), generator=torch.Generator().manual_seed(1)).float() * 50
+    gen = torch.Generator().manual_seed(1)
+    frames = torch.randint(1, 20, (4, 1, 32, 32), generator=gen).float() * 50
     masks = (frames > 525).float()
     for seed in range(8):
         out, moved = augment(frames, masks, torch.Generator().manual_seed(seed),
@@ -42,7 +43,8 @@ def test_fringes_are_faint_straight_stripes_and_leave_masks_alone():
 
 def test_without_photometric_changes_a_flat_frame_stays_flat():
     frames = torch.full((2, 1, 64, 64), 500.0)
-    out, _ = augment(frames, None, torch.Generator().manual_seed(0), replace(ONLY_FRINGES, fringes=0.0))
+    out, _ = augment(frames, None, torch.Generator().manual_seed(0),
+                     replace(ONLY_FRINGES, fringes=0.0))
     assert torch.allclose(out, frames)
 
 

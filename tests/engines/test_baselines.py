@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
+import engines.evaluation.background
 import engines.evaluation.baselines
 from engines.evaluation.baselines import adaptive_baseline, otsu_baseline
 
@@ -35,8 +36,9 @@ def iou(a, b):
     return (a & b).sum() / (a | b).sum()
 
 
-def test_doctests():
-    result = doctest.testmod(engines.evaluation.baselines)
+@pytest.mark.parametrize("module", [engines.evaluation.baselines, engines.evaluation.background])
+def test_doctests(module):
+    result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
 
 

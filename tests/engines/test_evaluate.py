@@ -10,12 +10,13 @@ from engines.evaluation.evaluate import add_arguments, main
 
 
 def test_eval_writes_json_markdown_and_plot_with_baselines(tiny_models, tmp_path):
-    data = write_dataset(tmp_path / "heldout", 6, seed=99, options=SynthOptions(height=128, width=128),
-                         progress=False)
+    data = write_dataset(tmp_path / "heldout", 6, seed=99,
+                         options=SynthOptions(height=128, width=128), progress=False)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     out = tmp_path / "eval"
-    args = parser.parse_args(["--model", str(tiny_models["supervised"]), "--frames", str(data / "frames"),
+    args = parser.parse_args(["--model", str(tiny_models["supervised"]),
+                              "--frames", str(data / "frames"),
                               "--labels", str(data / "labels.csv"), "--masks", str(data / "masks"),
                               "--out", str(out), "--threads", "1"])
     assert main(args) == 0
@@ -57,7 +58,8 @@ def test_eval_runs_the_segmenter_as_the_card_says_and_flags_what_it_finds(tmp_pa
     model = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL_DIR, model)
     card = json.loads((model / "model.json").read_text())
-    (model / "model.json").write_text(json.dumps({**card, "detect_threshold": 1.01, "segment": "all"}))
+    card.update(detect_threshold=1.01, segment="all")
+    (model / "model.json").write_text(json.dumps(card))
     frame = frame_for(123, 0, SynthOptions(height=512, width=512, artifact_probability=0.0)).image
     yy, xx = np.mgrid[:512, :512]
     speck = (yy - 300) ** 2 + (xx - 200) ** 2 <= 18**2
@@ -75,7 +77,9 @@ def test_eval_runs_the_segmenter_as_the_card_says_and_flags_what_it_finds(tmp_pa
         argv = ["--model", str(model), "--frames", str(tmp_path / "frames"), "--labels",
                 str(tmp_path / "labels.csv"), "--masks", str(tmp_path / "masks"), "--out", str(out),
                 "--threads", "1", "--no-baselines"]
-        assert main(parser.parse_args(argv + ([] if segment == "card" else ["--segment", segment]))) == 0
+        if segment != "card":
+            argv += ["--segment", segment]
+        assert main(parser.parse_args(argv)) == 0
         reports[segment] = json.loads((out / "eval.json").read_text())
     every, gated = reports["card"], reports["flagged"]
     assert every["meta"]["segment"] == "all" and gated["meta"]["segment"] == "flagged"

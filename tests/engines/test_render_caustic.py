@@ -83,7 +83,7 @@ def test_no_artifacts_means_a_clean_empty_frame():
 def test_artifact_frames_have_objects_that_match_the_mask():
     for seed in range(8):
         f = frame(seed, artifact_probability=1.0)
-        assert f.label == "artifact" and 1 <= len(f.objects)
+        assert f.label == "artifact" and len(f.objects) >= 1
         assert_truth_matches_mask(f)
 
 

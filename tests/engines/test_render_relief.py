@@ -75,7 +75,7 @@ def test_no_artifacts_at_probability_zero():
 def test_artifact_frames_have_objects_matching_the_mask():
     for seed in range(6):
         f = frame(seed, artifact_probability=1.0)
-        assert f.label == "artifact" and 1 <= len(f.objects)
+        assert f.label == "artifact" and len(f.objects) >= 1
         assert_truth_matches_mask(f)
 
 
@@ -114,7 +114,8 @@ def test_dust_is_visible():
     for seed in range(4):
         f = frame(seed, artifact_probability=1.0, kinds=("dust",), pixel_size_um=0.5)
         image, inside = f.image.astype(float), f.mask > 0
-        around = ndi.binary_dilation(inside, iterations=6) & ~ndi.binary_dilation(inside, iterations=2)
+        around = (ndi.binary_dilation(inside, iterations=6)
+                  & ~ndi.binary_dilation(inside, iterations=2))
         assert image[inside].mean() < image[around].mean() - 5 * noise_sigma(image), seed
 
 

@@ -121,7 +121,8 @@ def test_bubble_and_dust_are_visible(kind):
         f = frame(seed, artifact_probability=1.0, kinds=(kind,), pixel_size_um=0.6)
         for obj in f.objects:
             inside = f.mask == obj.label
-            ring = ndi.binary_dilation(inside, iterations=6) & ~ndi.binary_dilation(inside, iterations=2)
+            ring = (ndi.binary_dilation(inside, iterations=6)
+                    & ~ndi.binary_dilation(inside, iterations=2))
             ring &= f.mask == 0
             if not ring.any():
                 continue

@@ -62,10 +62,8 @@ def test_dtype_and_shape(options, shape, dtype):
 
 def test_background_level_uses_a_varying_part_of_the_range():
     for dtype, low, high in (("uint16", 600, 40000), ("uint8", 40, 230)):
-        medians = [
-            float(np.median(frame_for(2, i, SynthOptions(height=128, width=128, dtype=dtype)).image))
-            for i in range(8)
-        ]
+        options = SynthOptions(height=128, width=128, dtype=dtype)
+        medians = [float(np.median(frame_for(2, i, options).image)) for i in range(8)]
         assert all(low < m < high for m in medians), medians
         assert max(medians) > 1.5 * min(medians), medians
 
@@ -146,7 +144,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_writes_a_dataset_and_refuses_a_non_empty_folder(tmp_path):
     out = tmp_path / "synth"
-    done = run_cli("--out", str(out), "--count", "3", "--seed", "2", "--size", "64", "--dtype", "uint8")
+    done = run_cli("--out", str(out), "--count", "3", "--seed", "2", "--size", "64",
+                   "--dtype", "uint8")
     assert done.returncode == 0, done.stderr
     assert len(list((out / "frames").glob("*.tif"))) == 3
     assert tifffile.imread(out / "frames" / "00000.tif").dtype == np.uint8

@@ -51,10 +51,12 @@ def test_onnx_runtime_matches_torch(tiny_models, mode):
     bundle = load_model(tiny_models[mode])
     engine = OnnxRuntimeEngine(bundle, threads=1)
     detector, segmenter = load_torch_models(bundle.folder, bundle.card)
-    frames = np.stack([frame_for(3, i, SynthOptions(height=100, width=130)).image for i in range(3)])
+    options = SynthOptions(height=100, width=130)
+    frames = np.stack([frame_for(3, i, options).image for i in range(3)])
     scores = engine.detect(frames)
     probability = engine.segment(frames)
-    x = torch.from_numpy(pad_to_multiple(frames[:, None].astype(np.float32), bundle.card.pad_multiple))
+    padded = pad_to_multiple(frames[:, None].astype(np.float32), bundle.card.pad_multiple)
+    x = torch.from_numpy(padded)
     with torch.no_grad():
         expected_scores = detector(x).numpy()
         expected_probability = segmenter(x).numpy()[:, 0, :100, :130]
@@ -76,7 +78,8 @@ def test_onnx_files_carry_the_card(tiny_models):
 
 
 def test_resume_continues_from_the_checkpoint(tiny_dataset, tmp_path):
-    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv", tiny_dataset / "masks")
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv",
+                           tiny_dataset / "masks")
     options = TrainOptions(mode="supervised", detector_steps=2, segmenter_steps=2, batch_size=2,
                            crop=64, checkpoint_every=1, val_fraction=0.34)
     checkpoints = Checkpoints(tmp_path / "ckpt")
@@ -135,7 +138,8 @@ def test_bad_training_input_is_refused_clearly(tiny_dataset, tmp_path, caplog, b
     elif breakage == "missing_file":
         labels.write_text("\n".join([*rows, "nowhere.tif,clean"]) + "\n")
     elif breakage == "one_class":
-        labels.write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + ",clean" for r in rows[1:]]) + "\n")
+        clean = [r.rsplit(",", 1)[0] + ",clean" for r in rows[1:]]
+        labels.write_text("\n".join([rows[0], *clean]) + "\n")
     elif breakage == "not_an_image":
         (data / "frames" / rows[1].split(",")[0]).write_text("hello")
     elif breakage == "mask_shape":
@@ -187,8 +191,8 @@ def test_a_detector_only_stage_keeps_the_unet(tiny_dataset, tiny_models, tmp_pat
     assert not any("pseudo-mask rule" in n for n in notes)
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--segmenter-steps", "-1"), ("--detector-steps", "-5"),
-                                             ("--batch-size", "0")])
+@pytest.mark.parametrize(("flag", "value"), [("--segmenter-steps", "-1"),
+                                             ("--detector-steps", "-5"), ("--batch-size", "0")])
 def test_impossible_step_counts_are_refused_by_name(tiny_dataset, tmp_path, caplog, flag, value):
     out = tmp_path / "model"
     assert main(train_args(tiny_dataset, out, mode="supervised", extra=(flag, value))) == 2
@@ -253,7 +257,8 @@ def test_the_card_says_which_frames_the_segmenter_runs_on(tiny_models, tiny_data
     assert load_model(tiny_models["supervised"]).card.segment in ("all", "flagged")
     for segment in ("flagged", "all"):
         out = tmp_path / segment
-        assert main(train_args(tiny_dataset, out, mode="supervised", extra=("--segment", segment))) == 0
+        args = train_args(tiny_dataset, out, mode="supervised", extra=("--segment", segment))
+        assert main(args) == 0
         assert load_model(out).card.segment == segment
 
 
@@ -319,7 +324,8 @@ def test_init_default_fine_tunes_the_shipped_model_with_short_defaults(tiny_data
 def test_train_without_torch_names_the_extra_to_install(tmp_path):
     """A plain `pip install artifactd` has no torch: `artifactd train --help` says what to do."""
     blocker = tmp_path / "sitecustomize.py"
-    blocker.write_text("import sys\nsys.modules['torch'] = None\n")  # import torch -> ModuleNotFoundError
+    # import torch -> ModuleNotFoundError
+    blocker.write_text("import sys\nsys.modules['torch'] = None\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{Path.cwd()}"}
     done = subprocess.run([sys.executable, "-m", "daemon.cli", "train", "--help"],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -332,7 +338,8 @@ def test_thresholds_can_be_chosen_on_another_renderers_frames(tiny_dataset, tmp_
     """--val-frames: a domain the model does not train on chooses its verdict."""
     from engines.data.synth import write_dataset
 
-    other = write_dataset(tmp_path / "other", 8, seed=6, options=SynthOptions(height=128, width=128),
+    other = write_dataset(tmp_path / "other", 8, seed=6,
+                          options=SynthOptions(height=128, width=128),
                           progress=False, renderer_name="monolayer")
     out = tmp_path / "model"
     extra = ("--val-frames", str(other / "frames"), "--val-labels", str(other / "labels.csv"),
@@ -361,8 +368,10 @@ def test_one_command_gives_one_model_in_two_processes(tiny_dataset, tmp_path):
     runs = {}
     for salt in ("1", "2"):
         out = tmp_path / f"model-{salt}"
-        argv = [sys.executable, "-m", "daemon.cli", "train", "--frames", str(tiny_dataset / "frames"),
-                "--labels", str(tiny_dataset / "labels.csv"), "--masks", str(tiny_dataset / "masks"),
+        argv = [sys.executable, "-m", "daemon.cli", "train",
+                "--frames", str(tiny_dataset / "frames"),
+                "--labels", str(tiny_dataset / "labels.csv"),
+                "--masks", str(tiny_dataset / "masks"),
                 "--out", str(out), "--mode", "weak", "--detector-steps", "3",
                 "--segmenter-steps", "3", "--batch-size", "2", "--crop", "64",
                 "--val-fraction", "0.34", "--seed", "11", "--device", "cpu"]
@@ -385,7 +394,8 @@ def test_one_command_gives_one_model_in_two_processes(tiny_dataset, tmp_path):
 def test_training_leaves_torchs_global_generator_alone(tiny_dataset, tmp_path):
     """Every draw comes from generators of its own: what ran before cannot change the model,
     and training does not move the generator other code relies on."""
-    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv", tiny_dataset / "masks")
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv",
+                           tiny_dataset / "masks")
     options = TrainOptions(mode="weak", detector_steps=2, segmenter_steps=2, batch_size=2,
                            crop=64, val_fraction=0.34)
     weights = []
