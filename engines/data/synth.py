@@ -60,7 +60,9 @@ class SynthOptions:
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
-            raise ValueError(f"height and width must be at least 16 px, got {self.height}x{self.width}")
+            raise ValueError(
+                f"height and width must be at least 16 px, got {self.height}x{self.width}"
+            )
         if self.pixel_size_um is not None and not 0.05 <= self.pixel_size_um <= 20:
             raise ValueError(f"pixel_size_um must be in [0.05, 20] um, got {self.pixel_size_um}")
         if self.dtype not in DTYPES:
@@ -71,11 +73,17 @@ class SynthOptions:
             )
         unknown = [k for k in self.kinds if k not in ARTIFACT_KINDS]
         if unknown or not self.kinds:
-            raise ValueError(f"kinds must be a non-empty subset of {ARTIFACT_KINDS}, got {self.kinds}")
+            raise ValueError(
+                f"kinds must be a non-empty subset of {ARTIFACT_KINDS}, got {self.kinds}"
+            )
         if self.channels < 1 or self.planes < 1:
-            raise ValueError(f"channels and planes must be >= 1, got {self.channels}, {self.planes}")
+            raise ValueError(
+                f"channels and planes must be >= 1, got {self.channels}, {self.planes}"
+            )
         if self.channels > 1 and self.planes > 1:
-            raise ValueError("channels and planes cannot both be > 1: a frame is (C, H, W) or (Z, H, W)")
+            raise ValueError(
+                "channels and planes cannot both be > 1: a frame is (C, H, W) or (Z, H, W)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +128,9 @@ class _Canvas:
     mask: np.ndarray
     boxes: list[tuple[slice, slice]] = field(default_factory=list)  # per drawn artifact
 
-    def clip(self, y0: int, x0: int, shape: tuple[int, ...]) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    def clip(
+        self, y0: int, x0: int, shape: tuple[int, ...]
+    ) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
         """Frame and patch slices of the part of a patch inside the frame, or None."""
         h, w = self.mask.shape
         fy0, fx0 = max(y0, 0), max(x0, 0)
@@ -169,7 +179,7 @@ def _blob(
     amplitude = (rng.normal(0, roughness, 5) / harmonics**1.2).astype(np.float32)
     phases = rng.uniform(0, 2 * math.pi, 5).astype(np.float32)
     reach = radius * (1 + float(np.abs(amplitude).sum()))
-    half = int(math.ceil(reach)) + pad
+    half = math.ceil(reach) + pad
     y, x = _grid(half, half, rng)
     angle = rng.uniform(0, math.pi)
     c, s = np.float32(math.cos(angle)), np.float32(math.sin(angle))
@@ -212,7 +222,7 @@ def _stamp_path(
 
     Returns (y0, x0, profile) with profile in [0, 1] on the bounding box of what is inside.
     """
-    reach = int(math.ceil(radius + edge_px))
+    reach = math.ceil(radius + edge_px)
     oy, ox = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     dist = np.hypot(oy, ox).astype(np.float32)
     keep = dist <= radius + edge_px
@@ -236,7 +246,9 @@ def _stamp_path(
     return y0, x0, profile
 
 
-def _assemble(parts: list[tuple[np.ndarray, np.ndarray, float, float]]) -> tuple[np.ndarray, np.ndarray]:
+def _assemble(
+    parts: list[tuple[np.ndarray, np.ndarray, float, float]],
+) -> tuple[np.ndarray, np.ndarray]:
     """Union of (value, footprint, dy, dx) pieces placed around a common centre.
 
     Values combine by maximum (overlapping pieces do not stack), footprints by union.
@@ -274,7 +286,7 @@ class _Where:
         return micrometres / self.um
 
     def corner(self, patch: np.ndarray) -> tuple[int, int]:
-        return int(round(self.cy)) - patch.shape[0] // 2, int(round(self.cx)) - patch.shape[1] // 2
+        return round(self.cy) - patch.shape[0] // 2, round(self.cx) - patch.shape[1] // 2
 
 
 def _dust(rng: np.random.Generator, at: _Where) -> _Patch:
@@ -294,7 +306,8 @@ def _debris(rng: np.random.Generator, at: _Where) -> _Patch:
         radius = size / 2 * (1.0 if i == 0 else rng.uniform(0.25, 0.6))
         rho = _blob(rng, radius, roughness=0.8, elongation=rng.uniform(0.3, 1), pad=2)
         grain = rng.normal(0, 1, rho.shape).astype(np.float32)
-        grain = 1 + ndi.gaussian_filter(grain, max(radius / 5, 1.0)) * np.float32(2 * max(radius / 5, 1.0))
+        scale = max(radius / 5, 1.0)
+        grain = 1 + ndi.gaussian_filter(grain, scale) * np.float32(2 * scale)
         grain += rng.normal(0, 0.2, rho.shape).astype(np.float32)
         dark = _ramp(rho, radius, rng.uniform(0.7, 1.5)) * grain * np.float32(rng.uniform(0.4, 1.6))
         dy, dx = (0.0, 0.0) if i == 0 else rng.normal(0, size * 0.3, 2)
@@ -306,7 +319,9 @@ def _debris(rng: np.random.Generator, at: _Where) -> _Patch:
     return _Patch(y0, x0, absorbance, footprint, phase)
 
 
-def _curve(rng: np.random.Generator, at: _Where, length: float, bend: float) -> tuple[np.ndarray, np.ndarray]:
+def _curve(
+    rng: np.random.Generator, at: _Where, length: float, bend: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A smooth path through (cy, cx), sampled every 0.5 px."""
     n = max(int(length * 2), 4)
     turn = np.cumsum(rng.normal(0, bend, n))
@@ -354,9 +369,13 @@ def _bubble(rng: np.random.Generator, at: _Where) -> _Patch:
     inside = np.clip(1 - r / (1 - rim), 0, 1)
     ring = np.clip((r - (1 - rim)) / (rim * 0.6), 0, 1) * edge
     tilt = rng.uniform(0, 2 * math.pi)
-    shade = 1 + np.float32(rng.uniform(0, 0.5)) * (x * np.float32(math.cos(tilt)) + y * np.float32(math.sin(tilt))) / np.float32(radius)
+    along = x * np.float32(math.cos(tilt)) + y * np.float32(math.sin(tilt))
+    shade = 1 + np.float32(rng.uniform(0, 0.5)) * along / np.float32(radius)
     strength = rng.uniform(0.5, 1.8) * _contrast(rng)
-    absorbance = ring * shade * np.float32(strength) - np.sqrt(inside) * np.float32(rng.uniform(0.08, 0.4))
+    absorbance = (
+        ring * shade * np.float32(strength)
+        - np.sqrt(inside) * np.float32(rng.uniform(0.08, 0.4))
+    )
     phase = edge * np.float32(rng.uniform(0.5, 2.0))
     phase_scale = 1 - edge * np.float32(rng.uniform(0.3, 0.9))  # cells blur out behind it
     y0, x0 = at.corner(r)
@@ -399,7 +418,8 @@ def _precipitate(rng: np.random.Generator, at: _Where) -> _Patch:
         dots[py[big] + 1, px[big]] = 1
         dots[py[big], px[big] + 1] = 1
     crystals = ndi.gaussian_filter(dots, rng.uniform(0.5, 0.9), truncate=3.0)
-    crystals *= np.float32(rng.uniform(1.0, 3.0) * _contrast(rng)) / max(float(crystals.max()), 1e-6)
+    peak = max(float(crystals.max()), 1e-6)
+    crystals *= np.float32(rng.uniform(1.0, 3.0) * _contrast(rng)) / peak
     # The cluster region: every dot dilated by about the mean dot spacing, holes filled.
     spacing = max(1.5, size / math.sqrt(count) * 0.5)
     cloud = ndi.gaussian_filter((dots > 0).astype(np.float32), spacing, truncate=2.5)
@@ -418,7 +438,8 @@ def _dirt(rng: np.random.Generator, at: _Where) -> _Patch:
     disc = np.clip((1 - r) / np.float32(blur) + 0.5, 0, 1)
     disc = disc * disc * (3 - 2 * disc)
     if rng.random() < 0.45:  # seen as a ring (out-of-focus particle), sometimes with fringes
-        ring = np.exp(-(((r - np.float32(rng.uniform(0.6, 0.9))) / np.float32(rng.uniform(0.1, 0.25))) ** 2))
+        peak, width = np.float32(rng.uniform(0.6, 0.9)), np.float32(rng.uniform(0.1, 0.25))
+        ring = np.exp(-(((r - peak) / width) ** 2))
         disc = disc * (np.float32(rng.uniform(0.1, 0.5)) + ring)
         if rng.random() < 0.5:
             disc *= 1 + np.float32(0.3) * np.cos(r * np.float32(rng.uniform(10, 25)))
@@ -475,7 +496,8 @@ def _cell_templates(
             rho = _blob(rng, radius, roughness=0.03, elongation=rng.uniform(0.9, 1), pad=3)
             dome = np.sqrt(np.clip(1 - rho * rho, 0, 1)) * _ramp(rho, radius, 1.0)
             phase = dome * np.float32(rng.uniform(2.0, 3.5))
-            absorbance = -dome * np.float32(rng.uniform(0.1, 0.35))  # a rounded cell lenses light in
+            # A rounded cell lenses light in.
+            absorbance = -dome * np.float32(rng.uniform(0.1, 0.35))
         else:
             radius = radius_px * rng.uniform(0.75, 1.3)
             rho = _blob(
@@ -491,10 +513,14 @@ def _cell_templates(
             nucleus_r = radius * rng.uniform(0.28, 0.45)
             oy, ox = rng.normal(0, radius * 0.12, 2)
             y, x = _grid(rho.shape[0] // 2, rho.shape[1] // 2, rng)
-            nucleus = np.sqrt((y - np.float32(oy)) ** 2 + ((x - np.float32(ox)) * np.float32(rng.uniform(0.8, 1.2))) ** 2)
+            squash = np.float32(rng.uniform(0.8, 1.2))
+            nucleus = np.sqrt((y - np.float32(oy)) ** 2 + ((x - np.float32(ox)) * squash) ** 2)
             nucleus_body = _ramp(nucleus / np.float32(nucleus_r), nucleus_r, 2.0) * body
             phase += nucleus_body * np.float32(rng.uniform(0.5, 1.5) * style.nucleus)
-            absorbance = body * np.float32(rng.uniform(0.0, 0.03)) + nucleus_body * np.float32(rng.uniform(0.0, 0.04))
+            absorbance = (
+                body * np.float32(rng.uniform(0.0, 0.03))
+                + nucleus_body * np.float32(rng.uniform(0.0, 0.04))
+            )
         templates.append((phase.astype(np.float32), absorbance.astype(np.float32)))
     return templates
 
@@ -528,7 +554,8 @@ def _draw_cells(rng: np.random.Generator, canvas: _Canvas, um: float) -> None:
     picks = rng.integers(0, 16, count)
     turns = rng.integers(0, 8, count)
     is_mitotic = rng.random(count) < mitotic_share
-    for cy, cx, height, pick, turn, m in zip(ys, xs, heights, picks, turns, is_mitotic, strict=True):
+    cells = zip(ys, xs, heights, picks, turns, is_mitotic, strict=True)
+    for cy, cx, height, pick, turn, m in cells:
         phase, absorbance = mitotic[pick % 4] if m else normal[pick]
         phase, absorbance = _orient(phase, turn), _orient(absorbance, turn)
         cut = canvas.clip(int(cy) - phase.shape[0] // 2, int(cx) - phase.shape[1] // 2, phase.shape)
@@ -579,14 +606,17 @@ def _illumination(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         fy, fx = rng.normal(0, 12, 2)
         p = rng.uniform(0, 2 * math.pi)
         amp = np.float32(rng.uniform(0.002, 0.008))
-        light += amp * (np.sin(np.float32(fy) * y + np.float32(p)) * np.cos(np.float32(fx) * x) + np.cos(np.float32(fy) * y + np.float32(p)) * np.sin(np.float32(fx) * x))
+        wy = np.float32(fy) * y + np.float32(p)
+        wx = np.float32(fx) * x
+        light += amp * (np.sin(wy) * np.cos(wx) + np.cos(wy) * np.sin(wx))
     return np.maximum(light, np.float32(0.2))
 
 
 def _laplacian(image: np.ndarray) -> np.ndarray:
     out = np.zeros_like(image)
     out[1:-1, 1:-1] = (
-        image[:-2, 1:-1] + image[2:, 1:-1] + image[1:-1, :-2] + image[1:-1, 2:] - 4 * image[1:-1, 1:-1]
+        image[:-2, 1:-1] + image[2:, 1:-1] + image[1:-1, :-2] + image[1:-1, 2:]
+        - 4 * image[1:-1, 1:-1]
     )
     return out
 
@@ -602,7 +632,8 @@ class _View:
 def _views(rng: np.random.Generator, options: SynthOptions, contrast: float) -> list[_View]:
     if options.planes > 1:
         span = rng.uniform(1.5, 3.0)
-        return [_View(contrast * (1 + dz), 1.2 * abs(dz)) for dz in np.linspace(-span, span, options.planes)]
+        offsets = np.linspace(-span, span, options.planes)
+        return [_View(contrast * (1 + dz), 1.2 * abs(dz)) for dz in offsets]
     views = [_View(contrast, 0.0)]
     for c in range(1, options.channels):
         views.append(_View(contrast * (1 + c * (2.0 if c % 2 else -1.5)), 1.0 + 0.8 * c))
@@ -610,7 +641,12 @@ def _views(rng: np.random.Generator, options: SynthOptions, contrast: float) -> 
 
 
 def _expose(
-    rng: np.random.Generator, light: np.ndarray, transmission: np.ndarray, relief: np.ndarray, camera: _Camera, dtype: str
+    rng: np.random.Generator,
+    light: np.ndarray,
+    transmission: np.ndarray,
+    relief: np.ndarray,
+    camera: _Camera,
+    dtype: str,
 ) -> np.ndarray:
     """Camera: signal in electrons, shot + read (+ speckle) noise, gain, offset, clipping."""
     signal = light * transmission
@@ -676,7 +712,9 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = SynthOptions())
         sigma = math.hypot(psf, view.blur_px)
         relief = _laplacian(ndi.gaussian_filter(canvas.phase, sigma, truncate=3.0))
         relief *= np.float32(view.contrast)
-        seen = ndi.gaussian_filter(transmission, view.blur_px, truncate=3.0) if view.blur_px else transmission
+        seen = transmission
+        if view.blur_px:
+            seen = ndi.gaussian_filter(transmission, view.blur_px, truncate=3.0)
         images.append(_expose(rng, light, seen, relief, camera, options.dtype))
     image = images[0] if len(images) == 1 else np.stack(images)
 
@@ -720,8 +758,8 @@ def _measure(canvas: _Canvas, kinds: list[str]) -> tuple[np.ndarray, tuple[Synth
 # Independently written renderers, each a different idea of how a brightfield image forms, so
 # a model can be trained on some and judged on one it never saw (module: its make_frame).
 RENDERERS = {
-    "halo": "engines.data.synth",  # this module: round cells with halos, transport-of-intensity relief
-    "wave": "engines.data.render_wave",  # wave optics: complex transmission, defocus, pupil, sCMOS noise
+    "halo": "engines.data.synth",  # this module: round cells, transport-of-intensity halos
+    "wave": "engines.data.render_wave",  # wave optics: transmission, defocus, pupil, sCMOS
     "monolayer": "engines.data.render_monolayer",  # procedural intensity layers: adherent cells
     "relief": "engines.data.render_relief",  # height field under oblique light, Beer-Lambert stain
     "caustic": "engines.data.render_caustic",  # ray displacement and caustics, level-set cells
@@ -761,7 +799,12 @@ def _write_tiff(path: Path, array: np.ndarray, pixel_size_um: float) -> None:
 
 
 def write_dataset(
-    out: Path, count: int, seed: int, options: SynthOptions = SynthOptions(), *, progress: bool = True,
+    out: Path,
+    count: int,
+    seed: int,
+    options: SynthOptions = SynthOptions(),
+    *,
+    progress: bool = True,
     renderer_name: str = "halo",
 ) -> Path:
     """Write `count` frames with masks, labels.csv, objects.csv and dataset.json into `out`.
@@ -796,7 +839,9 @@ def write_dataset(
             )
     _write_text(out / "labels.csv", labels.getvalue())
     _write_text(out / "objects.csv", objects.getvalue())
-    description = {"seed": seed, "count": count, "renderer": renderer_name, "options": asdict(options)}
+    description = {
+        "seed": seed, "count": count, "renderer": renderer_name, "options": asdict(options)
+    }
     _write_text(out / "dataset.json", json.dumps(description, indent=2) + "\n")
     logger.info("wrote %d synthetic frames to %s", count, out)
     return out
