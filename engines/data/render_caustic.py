@@ -54,7 +54,13 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import (
+    ARTIFACT_KINDS,
+    DEFAULT_OPTIONS,
+    SynthFrame,
+    SynthObject,
+    SynthOptions,
+)
 
 MIN_FOOTPRINT_PX = 20  # an artifact smaller than this inside the frame is not drawn / is dropped
 PIXEL_SIZE_RANGE_UM = (0.3, 1.3)
@@ -912,7 +918,7 @@ def _pixel_size(rng: np.random.Generator, options: SynthOptions) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def make_frame(rng: np.random.Generator, options: SynthOptions = SynthOptions()) -> SynthFrame:
+def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS) -> SynthFrame:
     """One brightfield frame with its artifact mask, deterministic given the generator's state."""
     _check_single_plane(options)
     um = _pixel_size(rng, options)

@@ -45,7 +45,13 @@ from scipy.signal import fftconvolve
 from scipy.special import j1
 from skimage.draw import polygon as fill_polygon
 
-from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import (
+    ARTIFACT_KINDS,
+    DEFAULT_OPTIONS,
+    SynthFrame,
+    SynthObject,
+    SynthOptions,
+)
 
 PIXEL_SIZE_RANGE_UM = (0.3, 1.3)
 MIN_FOOTPRINT_PX = 20
@@ -62,7 +68,7 @@ F32 = np.float32
 # public entry point
 
 
-def make_frame(rng: np.random.Generator, options: SynthOptions = SynthOptions()) -> SynthFrame:  # noqa: B008
+def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS) -> SynthFrame:
     """One brightfield frame of adherent cells; artifacts at ``options.artifact_probability``."""
     if options.channels > 1 or options.planes > 1:
         raise ValueError(

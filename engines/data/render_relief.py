@@ -45,7 +45,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import (
+    ARTIFACT_KINDS,
+    DEFAULT_OPTIONS,
+    SynthFrame,
+    SynthObject,
+    SynthOptions,
+)
 
 PIXEL_SIZE_RANGE_UM = (0.35, 1.2)
 MIN_FOOTPRINT_PX = 20
@@ -832,7 +838,7 @@ def measure_objects(mask: np.ndarray, kinds: list[str]) -> tuple[np.ndarray, tup
     return lut[mask], objects
 
 
-def make_frame(rng: np.random.Generator, options: SynthOptions = SynthOptions()) -> SynthFrame:
+def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS) -> SynthFrame:
     """One relief-contrast brightfield frame with its artifact mask, deterministic from rng."""
     if options.channels > 1 or options.planes > 1:
         raise ValueError(

@@ -13,10 +13,11 @@ and lights the specimen as a faint, broad shadow. Köhler illumination (falloff,
 well edge / meniscus) and an sCMOS camera (Poisson shot noise, PRNU, column offsets, hot pixels,
 read noise, offset, gain) follow.
 
-How it differs from engines/data/synth.py: there, brightfield contrast is ``1 + k * laplacian(phase)``
-of small-patch cells; here, image formation is an FFT wave propagation of the whole field, cells
-are adherent lines laid out on a (warped, anisotropic) Voronoi tiling of the frame, the camera is
-Poisson with fixed-pattern noise, and every artifact is drawn by different code.
+How it differs from engines/data/synth.py: there, brightfield contrast is
+``1 + k * laplacian(phase)`` of small-patch cells; here, image formation is an FFT wave
+propagation of the whole field, cells are adherent lines laid out on a (warped, anisotropic)
+Voronoi tiling of the frame, the camera is Poisson with fixed-pattern noise, and every artifact
+is drawn by different code.
 
 The mask is each artifact's own support (where its absorption or phase lies, a pixel or so wide
 for thin lines), or for dirt its support blurred by the far plane's blur, labelled 1..n in
@@ -35,7 +36,13 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage as ndi
 
-from engines.data.synth import ARTIFACT_KINDS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import (
+    ARTIFACT_KINDS,
+    DEFAULT_OPTIONS,
+    SynthFrame,
+    SynthObject,
+    SynthOptions,
+)
 
 MIN_FOOTPRINT_PX = 20
 TAU = 2 * math.pi
@@ -114,7 +121,9 @@ def _transmission(absorption: np.ndarray, phase: np.ndarray) -> np.ndarray:
     return t
 
 
-def _defocus_1d(freq_px: np.ndarray, shift_px: float, scope: Microscope, dz_um: float) -> np.ndarray:
+def _defocus_1d(
+    freq_px: np.ndarray, shift_px: float, scope: Microscope, dz_um: float
+) -> np.ndarray:
     """One axis of the separable Fresnel transfer exp(i pi lambda dz f^2), f in cycles/um."""
     f_um = (freq_px + shift_px) / scope.um
     return np.exp(1j * math.pi * scope.wavelength_um * dz_um * f_um**2).astype(np.complex64)
@@ -186,7 +195,10 @@ def koehler_light(rng: np.random.Generator, shape: tuple[int, int], um: float) -
     falloff = rng.uniform(0.02, 0.25)
     tilt = rng.uniform(0, 0.08)
     a = rng.uniform(0, TAU)
-    light = 1 - F32(falloff) * (y * y + x * x) * F32(0.5) + F32(tilt) * (y * math.sin(a) + x * math.cos(a))
+    light = (
+        1 - F32(falloff) * (y * y + x * x) * F32(0.5)
+        + F32(tilt) * (y * math.sin(a) + x * math.cos(a))
+    )
     if rng.random() < 0.3:
         light = light * well_edge(rng, shape, um)
     return light.astype(F32)
@@ -242,7 +254,9 @@ def draw_camera(rng: np.random.Generator, dtype: str) -> Camera:
     )
 
 
-def expose(rng: np.random.Generator, intensity: np.ndarray, camera: Camera, dtype: str) -> np.ndarray:
+def expose(
+    rng: np.random.Generator, intensity: np.ndarray, camera: Camera, dtype: str
+) -> np.ndarray:
     """sCMOS: PRNU, Poisson shot noise, hot pixels, read noise, column offsets, gain, clipping."""
     h, w = intensity.shape
     per_unit = (camera.background_dn - camera.offset_dn) / camera.gain_dn_per_e
@@ -319,7 +333,9 @@ class Tiling:
     count: int
 
 
-def tile_sites(rng: np.random.Generator, line: CellLine, shape: tuple[int, int], um: float) -> Tiling:
+def tile_sites(
+    rng: np.random.Generator, line: CellLine, shape: tuple[int, int], um: float
+) -> Tiling:
     """Nearest-site (anisotropic Voronoi) tiling, rotated to a random axis and smoothly warped
     so membranes are not straight; computed as one distance transform on a rotated canvas."""
     h, w = shape
@@ -365,7 +381,9 @@ def tile_sites(rng: np.random.Generator, line: CellLine, shape: tuple[int, int],
     xx = (np.arange(w, dtype=F32) - F32(w / 2))[None, :]
     cy = ca * yy - sa * xx + F32(hc / 2) + F32(warp_px) * smooth_noise(rng, shape, 2.5 * s_px)
     cx = sa * yy + ca * xx + F32(wc / 2) + F32(warp_px) * smooth_noise(rng, shape, 2.5 * s_px)
-    at = np.clip(np.rint(cy), 0, hc - 1).astype(np.int64) * wc + np.clip(np.rint(cx), 0, wc - 1).astype(np.int64)
+    row = np.clip(np.rint(cy), 0, hc - 1).astype(np.int64)
+    col = np.clip(np.rint(cx), 0, wc - 1).astype(np.int64)
+    at = row * wc + col
     label = site_of[nearest_flat[at]]
     label = np.where(alive[np.maximum(label, 0)] & (label >= 0), label, -1).astype(np.int32)
     safe = np.maximum(label, 0)
@@ -416,7 +434,11 @@ def draw_traits(rng: np.random.Generator, line: CellLine, n: int) -> CellTraits:
     lobe_len = u(*line.process_um, (n, LOBES)) * (np.arange(LOBES)[None, :] < lobes[:, None])
     # Mostly tapering processes, some very thin filopodia, some wide lamellipodia fans.
     kind = rng.random((n, LOBES))
-    kappa = np.where(kind < 0.6, u(4, 25, (n, LOBES)), np.where(kind < 0.8, u(300, 1500, (n, LOBES)), u(1.5, 5, (n, LOBES))))
+    kappa = np.where(
+        kind < 0.6,
+        u(4, 25, (n, LOBES)),
+        np.where(kind < 0.8, u(300, 1500, (n, LOBES)), u(1.5, 5, (n, LOBES))),
+    )
     lobe_len = np.where(kind >= 0.8, lobe_len * 0.4, lobe_len)
     # Bipolar cells: the first two processes leave along the long axis, opposite each other.
     lobe_ang = u(0, TAU, (n, LOBES))
@@ -442,7 +464,9 @@ def draw_traits(rng: np.random.Generator, line: CellLine, n: int) -> CellTraits:
     return traits
 
 
-def _round_up(rng: np.random.Generator, traits: CellTraits, which: np.ndarray, *, dead: bool) -> None:
+def _round_up(
+    rng: np.random.Generator, traits: CellTraits, which: np.ndarray, *, dead: bool
+) -> None:
     """Mitotic cells round up (bright, high phase); dead ones shrivel (small, crenated, dark)."""
     k = int(which.sum())
     if not k:
@@ -515,7 +539,8 @@ def shape_cells(tiling: Tiling, tr: CellTraits, line: CellLine, um: float) -> Ce
         lobe += length * np.exp(tr.lobe_kappa[:, j].astype(F32)[lb] * (cos_off - 1))
     c8 = 2 * (2 * (2 * cp * cp - 1) ** 2 - 1) ** 2 - 1
     lobe *= 1 + F32(0.12) * c8
-    process = np.clip(1 - rp / (radius + lobe), 0, 1) ** F32(0.5) * F32(0.28) * (lobe > radius * 0.3)
+    reaches = lobe > radius * 0.3
+    process = np.clip(1 - rp / (radius + lobe), 0, 1) ** F32(0.5) * F32(0.28) * reaches
     thickness = np.maximum(np.maximum(body, skirt), process)
 
     # Nucleus: an ellipse dome on top of the body, with nucleoli.
@@ -574,7 +599,8 @@ def texture_cells(rng: np.random.Generator, layer: CellLayer, um: float, *, stai
         grains = _dots(rng, (h, w), rng.uniform(0.08, 0.4) * um * um, rng.uniform(0.3, 0.6) / um)
         grains *= cyto
         layer.phase += grains * F32(rng.uniform(0.08, 0.3))
-        layer.absorption += grains * F32(rng.uniform(0.4, 1.5) if stained else rng.uniform(0.02, 0.1))
+        darkness = rng.uniform(0.4, 1.5) if stained else rng.uniform(0.02, 0.1)
+        layer.absorption += grains * F32(darkness)
     if style in ("vacuolated", "both"):
         vac = _dots(rng, (h, w), rng.uniform(0.004, 0.02) * um * um, rng.uniform(0.4, 1.0) / um)
         # Vacuoles gather in the thick cytoplasm around the nucleus, not out in the lamella.
@@ -586,7 +612,9 @@ def texture_cells(rng: np.random.Generator, layer: CellLayer, um: float, *, stai
     layer.absorption += layer.dead * _dots(rng, (h, w), 0.3 * um * um, 0.5 / um) * F32(0.15)
 
 
-def _dots(rng: np.random.Generator, shape: tuple[int, int], per_px: float, sigma_px: float) -> np.ndarray:
+def _dots(
+    rng: np.random.Generator, shape: tuple[int, int], per_px: float, sigma_px: float
+) -> np.ndarray:
     """Random round dots of peak ~1 (Bernoulli impulses through a Gaussian)."""
     sigma_px = max(sigma_px, 0.5)
     impulses = (rng.random(shape, dtype=F32) < F32(min(per_px, 0.5))).astype(F32)
@@ -641,7 +669,9 @@ class Spot:
         return y0, x0, yy, xx
 
 
-def _outline(rng: np.random.Generator, yy, xx, radius_px: float, rough: float, elong: float = 1.0) -> np.ndarray:
+def _outline(
+    rng: np.random.Generator, yy, xx, radius_px: float, rough: float, elong: float = 1.0
+) -> np.ndarray:
     """Normalised radius of an irregular blob (< 1 inside)."""
     a = rng.uniform(0, math.pi)
     u = (xx * F32(math.cos(a)) + yy * F32(math.sin(a))) / F32(elong)
@@ -669,7 +699,9 @@ def dust(rng: np.random.Generator, at: Spot) -> Piece:
     y0, x0, yy, xx = at.grid(2 * r + 2, 2 * r + 2)
     s = _outline(rng, yy, xx, r, rng.uniform(0.1, 0.35), rng.uniform(1.0, 1.8))
     cover = np.clip((1 - s) * F32(r) + F32(0.5), 0, 1)
-    return _piece(y0, x0, cover * F32(rng.uniform(2, 5)), cover * F32(rng.uniform(0, 1)), cover > 0.5)
+    return _piece(
+        y0, x0, cover * F32(rng.uniform(2, 5)), cover * F32(rng.uniform(0, 1)), cover > 0.5
+    )
 
 
 def debris(rng: np.random.Generator, at: Spot) -> Piece:
@@ -690,19 +722,24 @@ def debris(rng: np.random.Generator, at: Spot) -> Piece:
     return _piece(y0, x0, absorb, phase, cover > 0.5)
 
 
-def _curve(rng: np.random.Generator, length_px: float, wiggle: float) -> tuple[np.ndarray, np.ndarray]:
+def _curve(
+    rng: np.random.Generator, length_px: float, wiggle: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A smooth random centreline through (0, 0), sampled every half pixel."""
     n = max(int(2 * length_px), 4)
     s = np.linspace(-0.5, 0.5, n)
     heading = rng.uniform(0, TAU) + sum(
-        wiggle * rng.standard_normal() / k * np.sin(TAU * k * s + rng.uniform(0, TAU)) for k in (1, 2, 3)
+        wiggle * rng.standard_normal() / k * np.sin(TAU * k * s + rng.uniform(0, TAU))
+        for k in (1, 2, 3)
     )
     ys = np.cumsum(np.sin(heading)) * 0.5
     xs = np.cumsum(np.cos(heading)) * 0.5
     return ys - ys[n // 2], xs - xs[n // 2]
 
 
-def _thread(at: Spot, ys: np.ndarray, xs: np.ndarray, half_px: float) -> tuple[int, int, np.ndarray]:
+def _thread(
+    at: Spot, ys: np.ndarray, xs: np.ndarray, half_px: float
+) -> tuple[int, int, np.ndarray]:
     """Distance (px) to a centreline, over its bounding box cropped to the frame."""
     pad = half_px + 3
     h, w = at.shape
@@ -790,9 +827,11 @@ def clump(rng: np.random.Generator, at: Spot) -> Piece:
     absorb = np.zeros_like(phase)
     r = np.sqrt(rng.random(n)) * size_um / 2 * 0.85 / um
     a = rng.uniform(0, TAU, n)
-    for cy, cx, rc in zip(r * np.sin(a), r * np.cos(a), rng.uniform(0.4, 0.6, n) * cell_um / um, strict=True):
+    radii = rng.uniform(0.4, 0.6, n) * cell_um / um
+    for cy, cx, rc in zip(r * np.sin(a), r * np.cos(a), radii, strict=True):
         box, sy, sx = _near(yy, xx, cy, cx, rc)
-        dome = np.sqrt(np.clip(1 - ((sy - F32(cy)) ** 2 + (sx - F32(cx)) ** 2) / F32(rc * rc), 0, 1))
+        d2 = (sy - F32(cy)) ** 2 + (sx - F32(cx)) ** 2
+        dome = np.sqrt(np.clip(1 - d2 / F32(rc * rc), 0, 1))
         phase[box] += dome * F32(rng.uniform(1.0, 2.2))
         absorb[box] += dome * F32(rng.uniform(0.08, 0.4))
     absorb += lost_light(phase, at.scope.cutoff_px)
@@ -929,7 +968,9 @@ class Scene:
         self.far_phase[ty0:ty1, tx0:tx1] += piece.phase[inner]
 
 
-def draw_artifacts(rng: np.random.Generator, scene: Scene, options: SynthOptions, scope: Microscope) -> None:
+def draw_artifacts(
+    rng: np.random.Generator, scene: Scene, options: SynthOptions, scope: Microscope
+) -> None:
     h, w = scene.mask.shape
     wanted = int(rng.choice([1, 1, 1, 2, 2, 3, 4, 5]))
     for _attempt in range(20 * wanted):
@@ -967,7 +1008,7 @@ def measure(mask: np.ndarray, kinds: list[str]) -> tuple[np.ndarray, tuple[Synth
     return mask, tuple(objects)
 
 
-def make_frame(rng: np.random.Generator, options: SynthOptions = SynthOptions()) -> SynthFrame:
+def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS) -> SynthFrame:
     """Render one wave-optics brightfield frame with its artifact mask and object table."""
     if options.channels > 1 or options.planes > 1:
         raise ValueError(

@@ -86,6 +86,9 @@ class SynthOptions:
             )
 
 
+DEFAULT_OPTIONS = SynthOptions()  # what a renderer draws when it is given no options
+
+
 @dataclass(frozen=True, slots=True)
 class SynthObject:
     kind: str
@@ -671,7 +674,7 @@ def _expose(
 # Frames
 
 
-def make_frame(rng: np.random.Generator, options: SynthOptions = SynthOptions()) -> SynthFrame:
+def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS) -> SynthFrame:
     """Render one synthetic brightfield frame with its artifact mask and object table."""
     h, w = options.height, options.width
     um = options.pixel_size_um if options.pixel_size_um is not None else rng.uniform(0.3, 1.0)
@@ -774,7 +777,7 @@ def renderer(name: str) -> Callable[[np.random.Generator, SynthOptions], SynthFr
     return importlib.import_module(RENDERERS[name]).make_frame
 
 
-def frame_for(seed: int, index: int, options: SynthOptions = SynthOptions(),
+def frame_for(seed: int, index: int, options: SynthOptions = DEFAULT_OPTIONS,
               renderer_name: str = "halo") -> SynthFrame:
     """The frame `index` of the dataset `seed`: the same arguments always give the same arrays."""
     return renderer(renderer_name)(np.random.default_rng([seed, index]), options)
@@ -802,7 +805,7 @@ def write_dataset(
     out: Path,
     count: int,
     seed: int,
-    options: SynthOptions = SynthOptions(),
+    options: SynthOptions = DEFAULT_OPTIONS,
     *,
     progress: bool = True,
     renderer_name: str = "halo",
