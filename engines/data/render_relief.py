@@ -96,7 +96,9 @@ class Window:
     xx: np.ndarray  # (1, w) float32
 
 
-def window(shape: tuple[int, int], cy: float, cx: float, half_h: float, half_w: float) -> Window | None:
+def window(
+    shape: tuple[int, int], cy: float, cx: float, half_h: float, half_w: float
+) -> Window | None:
     y0, y1 = max(int(cy - half_h) - 1, 0), min(int(cy + half_h) + 2, shape[0])
     x0, x1 = max(int(cx - half_w) - 1, 0), min(int(cx + half_w) + 2, shape[1])
     if y0 >= y1 or x0 >= x1:
@@ -124,7 +126,7 @@ def wobble(rng: np.random.Generator, roughness: float, orders: range = range(2, 
 def outline_radius(
     yy: np.ndarray, xx: np.ndarray, a: float, b: float, theta: float, harmonics: list = ()
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Normalised radius (1 on the outline) of a rotated, optionally wobbly ellipse, and the angle."""
+    """Normalised radius (1 on the outline) of a rotated, maybe wobbly ellipse, and the angle."""
     c, s = F32(math.cos(theta)), F32(math.sin(theta))
     u = (xx * c + yy * s) / F32(a)
     v = (yy * c - xx * s) / F32(b)
@@ -148,7 +150,9 @@ def soft_inside(rho: np.ndarray, radius_px: float, edge_px: float = 1.0) -> np.n
     return np.clip((1 - rho) * F32(radius_px / edge_px) + F32(0.5), 0, 1)
 
 
-def splat(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def splat(
+    shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
     """Sum point weights into an image (nearest pixel); points outside are dropped."""
     iy, ix = np.rint(ys).astype(np.int64), np.rint(xs).astype(np.int64)
     inside = (iy >= 0) & (iy < shape[0]) & (ix >= 0) & (ix < shape[1])
@@ -187,7 +191,9 @@ def add_cell(
     harmonics = wobble(rng, roughness, range(2, 13) if profile == "flat" else range(2, 7))
     an, bn = nucleus_ab
     shift = rng.uniform(-0.25, 0.25) * (a - an)  # nuclei sit off-centre along the long axis
-    nucleus_height = rng.uniform(0.35, 0.7) * height_um if profile != "flat" else rng.uniform(1.5, 3.5)
+    nucleus_height = (
+        rng.uniform(0.35, 0.7) * height_um if profile != "flat" else rng.uniform(1.5, 3.5)
+    )
     ruffle = (rng.uniform(0.4, 1.5), int(rng.integers(8, 30)), rng.uniform(0, 2 * math.pi))
     half_h, half_w = rotated_half_extent(a * 1.4, b * 1.4, theta)
     win = window(spec.shape, cy, cx, half_h, half_w)
@@ -250,7 +256,7 @@ def add_seeded_cells(
     nuc = nucleus_height[owner] * dome(dist / nucleus_radius[owner], 0.6)
     spec.thickness += cell + nuc
     spec.nucleus += nuc
-    spec.nuclei.extend(zip(iy.tolist(), ix.tolist(), nucleus_radius.tolist()))
+    spec.nuclei.extend(zip(iy.tolist(), ix.tolist(), nucleus_radius.tolist(), strict=True))
 
 
 def hex_seeds(rng: np.random.Generator, shape: tuple[int, int], spacing: float, jitter: float):
@@ -279,7 +285,8 @@ def cobblestone_epithelium(rng: np.random.Generator, spec: Specimen) -> None:
         ys, xs = ys[keep], xs[keep]
     n = ys.size
     radius = spacing * rng.uniform(0.58, 0.7) * rng.uniform(0.9, 1.1, n)
-    add_seeded_cells(spec, rng, ys, xs, radius, rng.uniform(3, 7) * rng.uniform(0.8, 1.2, n), 1.0, 0.5)
+    heights = rng.uniform(3, 7) * rng.uniform(0.8, 1.2, n)
+    add_seeded_cells(spec, rng, ys, xs, radius, heights, 1.0, 0.5)
 
 
 def round_settled_cells(rng: np.random.Generator, spec: Specimen) -> None:
@@ -289,7 +296,8 @@ def round_settled_cells(rng: np.random.Generator, spec: Specimen) -> None:
     ys = rng.uniform(0, spec.shape[0], n)
     xs = rng.uniform(0, spec.shape[1], n)
     radius = radius_um / spec.um * rng.uniform(0.85, 1.15, n)
-    add_seeded_cells(spec, rng, ys, xs, radius, radius * spec.um * rng.uniform(1.1, 1.5, n), 0.5, 0.6)
+    heights = radius * spec.um * rng.uniform(1.1, 1.5, n)
+    add_seeded_cells(spec, rng, ys, xs, radius, heights, 0.5, 0.6)
 
 
 def spheroid_clusters(rng: np.random.Generator, spec: Specimen) -> None:
@@ -312,8 +320,8 @@ def spheroid_clusters(rng: np.random.Generator, spec: Specimen) -> None:
         rho, _ = outline_radius(win.yy, win.xx, radius, radius, 0.0, harmonics)
         spec.thickness[win.box] += (height * dome(rho, 0.6)).astype(F32)
     n_loose = int(rng.integers(0, 60))
-    ys = np.concatenate(member_y + [rng.uniform(0, spec.shape[0], n_loose)])
-    xs = np.concatenate(member_x + [rng.uniform(0, spec.shape[1], n_loose)])
+    ys = np.concatenate([*member_y, rng.uniform(0, spec.shape[0], n_loose)])
+    xs = np.concatenate([*member_x, rng.uniform(0, spec.shape[1], n_loose)])
     radius = rng.uniform(5, 7) / spec.um * rng.uniform(0.85, 1.15, ys.size)
     add_seeded_cells(spec, rng, ys, xs, radius, rng.uniform(2, 5, ys.size), 0.7, 0.5)
 
@@ -322,7 +330,11 @@ def stream_orientation(rng: np.random.Generator, um: float) -> Callable:
     """A shared, slowly turning orientation field: fibroblasts align into streams."""
     base = rng.uniform(0, math.pi)
     waves = [
-        (rng.uniform(0.2, 0.7), rng.normal(size=2) / rng.uniform(300, 1000) * um, rng.uniform(0, 6.3))
+        (
+            rng.uniform(0.2, 0.7),
+            rng.normal(size=2) / rng.uniform(300, 1000) * um,
+            rng.uniform(0, 6.3),
+        )
         for _ in range(3)
     ]
 
@@ -335,7 +347,9 @@ def stream_orientation(rng: np.random.Generator, um: float) -> Callable:
     return theta
 
 
-def patch_cell_count(rng: np.random.Generator, spec: Specimen, coverage: float, cell_area_px: float) -> int:
+def patch_cell_count(
+    rng: np.random.Generator, spec: Specimen, coverage: float, cell_area_px: float
+) -> int:
     return min(int(coverage * spec.shape[0] * spec.shape[1] / cell_area_px), MAX_PATCH_CELLS)
 
 
@@ -345,11 +359,15 @@ def spindle_fibroblasts(rng: np.random.Generator, spec: Specimen) -> None:
     ys = rng.uniform(-0.05, 1.05, n) * spec.shape[0]
     xs = rng.uniform(-0.05, 1.05, n) * spec.shape[1]
     thetas = stream_orientation(rng, spec.um)(ys, xs) + rng.normal(0, 0.12, n)
-    for cy, cx, theta in zip(ys, xs, thetas):
+    for cy, cx, theta in zip(ys, xs, thetas, strict=True):
         a = length / 2 * rng.uniform(0.7, 1.3)
         b = width / 2 * rng.uniform(0.7, 1.3)
-        nucleus = (min(rng.uniform(5, 8) / spec.um, 0.4 * a), min(rng.uniform(3, 5) / spec.um, 0.6 * b))
-        add_cell(spec, rng, cy, cx, a, b, theta, rng.uniform(1.5, 4.5), profile="spindle", nucleus_ab=nucleus)
+        nucleus = (
+            min(rng.uniform(5, 8) / spec.um, 0.4 * a),
+            min(rng.uniform(3, 5) / spec.um, 0.6 * b),
+        )
+        add_cell(spec, rng, cy, cx, a, b, theta, rng.uniform(1.5, 4.5), profile="spindle",
+                 nucleus_ab=nucleus)
 
 
 def flat_ruffled_cells(rng: np.random.Generator, spec: Specimen) -> None:
@@ -429,10 +447,11 @@ def add_organelles(rng: np.random.Generator, spec: Specimen, stain: Stain) -> No
     gy, gx = gy[in_cytoplasm], gx[in_cytoplasm]
     granule = rng.uniform(0.2, 0.8, gy.size) * 0.06  # OPD of one granule, um
     if spec.nuclei:
-        ny, nx, nr = (np.array(v) for v in zip(*spec.nuclei))
+        ny, nx, nr = (np.array(v) for v in zip(*spec.nuclei, strict=True))
         counts = rng.integers(1, 4, ny.size)
         ny, nx, nr = np.repeat(ny, counts), np.repeat(nx, counts), np.repeat(nr, counts)
-        angle, reach = rng.uniform(0, 2 * math.pi, ny.size), 0.45 * nr * np.sqrt(rng.random(ny.size))
+        angle = rng.uniform(0, 2 * math.pi, ny.size)
+        reach = 0.45 * nr * np.sqrt(rng.random(ny.size))
         ny, nx = ny + reach * np.sin(angle), nx + reach * np.cos(angle)
     else:
         ny = nx = np.zeros(0)
@@ -440,7 +459,8 @@ def add_organelles(rng: np.random.Generator, spec: Specimen, stain: Stain) -> No
     area = 2 * math.pi * sigma * sigma  # a splat of weight w blurs to a peak of w / area
     ys, xs = np.concatenate([gy, ny]), np.concatenate([gx, nx])
     opd = splat(spec.shape, ys, xs, np.concatenate([granule, nucleolus]) * area)
-    stain_w = np.concatenate([granule * 10 * stain.cytoplasm, nucleolus * 25 * stain.nucleus]) * area
+    per_point = [granule * 10 * stain.cytoplasm, nucleolus * 25 * stain.nucleus]
+    stain_w = np.concatenate(per_point) * area
     absorb = splat(spec.shape, ys, xs, stain_w)
     spec.opd += ndi.gaussian_filter(opd, sigma)
     spec.absorbance += ndi.gaussian_filter(absorb, sigma)
@@ -490,7 +510,8 @@ def dust(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stamp |
     """A few tiny opaque specks close together (a fleck and its crumbs)."""
     cy, cx = random_centre(rng, shape)
     n = int(rng.integers(1, 7))
-    radii = np.array([loguniform(rng, 2.5, 10)] + [loguniform(rng, 1, 4) for _ in range(n - 1)]) / um
+    sizes = [loguniform(rng, 2.5, 10)] + [loguniform(rng, 1, 4) for _ in range(n - 1)]
+    radii = np.array(sizes) / um
     spread = rng.uniform(0, 12) / um
     offsets = rng.normal(0, spread, (n, 2)) * (np.arange(n) > 0)[:, None]
     half = spread * 3 + radii.max() + 2
@@ -498,9 +519,9 @@ def dust(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stamp |
     if win is None:
         return None
     absorb = np.zeros((win.yy.shape[0], win.xx.shape[1]), F32)
-    for r, (dy, dx) in zip(radii, offsets):
-        rho, _ = outline_radius(win.yy - F32(dy), win.xx - F32(dx), r, r * rng.uniform(0.6, 1), rng.uniform(0, 3.2),
-                                wobble(rng, 0.2))
+    for r, (dy, dx) in zip(radii, offsets, strict=True):
+        rho, _ = outline_radius(win.yy - F32(dy), win.xx - F32(dx), r, r * rng.uniform(0.6, 1),
+                                rng.uniform(0, 3.2), wobble(rng, 0.2))
         absorb = np.maximum(absorb, F32(rng.uniform(1.2, 3.0)) * soft_inside(rho, r))
     return Stamp(win.box, own_footprint(absorb), opd=absorb * F32(0.05), absorbance=absorb)
 
@@ -546,12 +567,14 @@ def fibre(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stamp 
         return None
     line = np.ones((y1 - y0, x1 - x0), bool)
     iy, ix = np.rint(ys).astype(int) - y0, np.rint(xs).astype(int) - x0
-    near = (iy >= 0) & (iy < line.shape[0]) & (ix >= 0) & (ix < line.shape[1])  # far outside: irrelevant
+    # Path points far outside the patch do not matter.
+    near = (iy >= 0) & (iy < line.shape[0]) & (ix >= 0) & (ix < line.shape[1])
     line[iy[near], ix[near]] = False
     d = ndi.distance_transform_edt(line)[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0]
     t = (2 * np.sqrt(np.clip(r_px * r_px - d * d, 0, None)) * um).astype(F32)
     absorb, opd = t * F32(od_per_um), t * F32(dn)
-    return Stamp((slice(oy0, oy1), slice(ox0, ox1)), own_footprint(opd, absorb), opd=opd, absorbance=absorb)
+    box = (slice(oy0, oy1), slice(ox0, ox1))
+    return Stamp(box, own_footprint(opd, absorb), opd=opd, absorbance=absorb)
 
 
 def bubble(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stamp | None:
@@ -562,7 +585,9 @@ def bubble(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stamp
     win = window(shape, cy, cx, radius + 2, radius + 2)
     if win is None:
         return None
-    rho, _ = outline_radius(win.yy, win.xx, radius, radius * rng.uniform(0.92, 1.0), rng.uniform(0, 3.2))
+    rho, _ = outline_radius(
+        win.yy, win.xx, radius, radius * rng.uniform(0.92, 1.0), rng.uniform(0, 3.2)
+    )
     disc = soft_inside(rho, radius)
     ring = np.clip((rho - F32(1 - rim)) / F32(rim * 0.35), 0, 1) * disc  # steep inner edge
     bright = F32(-math.log1p(rng.uniform(0.08, 0.3)))
@@ -581,12 +606,12 @@ def clump(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stamp 
     win = window(shape, cy, cx, radius * 1.3 + cell_r, radius * 1.3 + cell_r)
     if win is None:
         return None
-    rho, _ = outline_radius(win.yy, win.xx, radius, radius * rng.uniform(0.6, 1), rng.uniform(0, 3.2),
-                            wobble(rng, 0.35))
+    rho, _ = outline_radius(win.yy, win.xx, radius, radius * rng.uniform(0.6, 1),
+                            rng.uniform(0, 3.2), wobble(rng, 0.35))
     t = (loguniform(rng, 2, 12) * dome(rho, 0.7)).astype(F32)  # a low mound the cells pile on
     reach = radius * np.sqrt(rng.random(n)) * 1.1
     angle = rng.uniform(0, 2 * math.pi, n)
-    for py, px in zip(reach * np.sin(angle), reach * np.cos(angle)):
+    for py, px in zip(reach * np.sin(angle), reach * np.cos(angle), strict=True):
         r = cell_r * rng.uniform(0.75, 1.25)
         sub = window(t.shape, py - win.yy[0, 0], px - win.xx[0, 0], r, r)
         if sub is not None:
@@ -615,13 +640,16 @@ def crystals(rng, shape, um, cy, cx) -> Stamp | None:
         return None
     t = np.zeros((win.yy.shape[0], win.xx.shape[1]), F32)
     core = np.zeros_like(t)
-    for size, (dy, dx) in zip(sizes, offsets):
+    for size, (dy, dx) in zip(sizes, offsets, strict=True):
         sides = int(rng.integers(3, 7))
         turn = rng.uniform(0, 2 * math.pi)
-        normals = [(math.sin(turn + 2 * math.pi * i / sides), math.cos(turn + 2 * math.pi * i / sides))
-                   for i in range(sides)]
+        normals = [
+            (math.sin(turn + 2 * math.pi * i / sides), math.cos(turn + 2 * math.pi * i / sides))
+            for i in range(sides)
+        ]
         yy, xx = win.yy - F32(dy), win.xx - F32(dx)
-        rho = np.max(np.stack(np.broadcast_arrays(*[yy * F32(sy) + xx * F32(sx) for sy, sx in normals])), 0)
+        facets = [yy * F32(sy) + xx * F32(sx) for sy, sx in normals]
+        rho = np.max(np.stack(np.broadcast_arrays(*facets)), 0)
         rho = rho / F32(size)  # polygon "radius": 1 on the facet edges, flat facets between
         t = np.maximum(t, F32(rng.uniform(1, 4)) * np.clip(1 - rho, 0, None))
         core = np.maximum(core, np.clip((F32(0.5) - rho) * F32(size), 0, 1))
@@ -645,8 +673,10 @@ def needle_bundle(rng, shape, um, cy, cx) -> Stamp | None:
         ys.append(steps * math.sin(angle) - float(win.yy[0, 0]))
         xs.append(steps * math.cos(angle) - float(win.xx[0, 0]))
         ws.append(np.full(steps.size, rng.uniform(0.5, 1.5)))
-    lines = splat((win.yy.shape[0], win.xx.shape[1]), np.concatenate(ys), np.concatenate(xs), np.concatenate(ws))
-    t = ndi.gaussian_filter(lines, sigma) * F32(0.5 * math.sqrt(2 * math.pi) * sigma)  # peak = weight
+    patch = (win.yy.shape[0], win.xx.shape[1])
+    lines = splat(patch, np.concatenate(ys), np.concatenate(xs), np.concatenate(ws))
+    # Scaled so that a needle's peak equals the weight of its points.
+    t = ndi.gaussian_filter(lines, sigma) * F32(0.5 * math.sqrt(2 * math.pi) * sigma)
     opd = t * F32(rng.uniform(0.15, 0.3))
     absorb = t * F32(rng.uniform(0.2, 0.8))
     return Stamp(win.box, own_footprint(opd, absorb), opd=opd, absorbance=absorb)
@@ -659,11 +689,12 @@ def dirt(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stamp |
     win = window(shape, cy, cx, radius * 1.6, radius * 1.6)
     if win is None:
         return None
-    rho, _ = outline_radius(win.yy, win.xx, radius, radius * rng.uniform(0.7, 1), rng.uniform(0, 3.2),
-                            wobble(rng, 0.15))
+    rho, _ = outline_radius(win.yy, win.xx, radius, radius * rng.uniform(0.7, 1),
+                            rng.uniform(0, 3.2), wobble(rng, 0.15))
     profile = 1 / (1 + np.exp((rho - F32(0.8)) / F32(0.12)))  # a defocused edge is a wide ramp
     if rng.random() < 0.4:  # the faint diffraction ring of an out-of-focus disc
-        profile = profile + F32(rng.uniform(0.15, 0.4)) * np.exp(-(((rho - F32(1.05)) / F32(0.07)) ** 2))
+        ring = np.exp(-(((rho - F32(1.05)) / F32(0.07)) ** 2))
+        profile = profile + F32(rng.uniform(0.15, 0.4)) * ring
     profile = profile / float(profile.max())
     dimming = rng.uniform(0.03, 0.15)
     haze = (-np.log1p(-dimming * profile)).astype(F32)
@@ -685,13 +716,17 @@ def scratch(rng: np.random.Generator, shape: tuple[int, int], um: float) -> Stam
     across = np.abs(win.yy * c - win.xx * s)
     on_line = np.abs(along) <= F32(half_len)
     groove = np.clip(1 - across / F32(w), 0, None) * on_line
-    depth_opd = rng.uniform(0.2, 1.0) * rng.uniform(0.15, 0.2)  # depth in glass x (n_glass - n_medium)
+    # The groove's depth in the glass times (n_glass - n_medium).
+    depth_opd = rng.uniform(0.2, 1.0) * rng.uniform(0.15, 0.2)
     opd = (-depth_opd * groove).astype(F32)
-    absorb = (F32(rng.uniform(0.05, 0.4)) * np.exp(-((across / F32(0.4 * w)) ** 2)) * on_line).astype(F32)
+    edge = np.exp(-((across / F32(0.4 * w)) ** 2))
+    absorb = (F32(rng.uniform(0.05, 0.4)) * edge * on_line).astype(F32)
     return Stamp(win.box, own_footprint(opd, absorb), opd=opd, absorbance=absorb)
 
 
-ARTIFACT_DRAWERS: dict[str, Callable[[np.random.Generator, tuple[int, int], float], Stamp | None]] = {
+ARTIFACT_DRAWERS: dict[
+    str, Callable[[np.random.Generator, tuple[int, int], float], Stamp | None]
+] = {
     "dust": dust,
     "debris": debris,
     "fibre": fibre,
@@ -740,14 +775,16 @@ def illumination(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray
     oy, ox = rng.uniform(-0.3, 0.3, 2)
     field_ = 1 - F32(rng.uniform(0.03, 0.2)) * ((yn - F32(oy)) ** 2 + (xn - F32(ox)) ** 2) / 2
     coarse = rng.normal(0, rng.uniform(0.005, 0.02), (4, 4))
-    field_ = field_ * (1 + ndi.zoom(coarse, (H / 4, W / 4), order=1, grid_mode=True, mode="nearest")[:H, :W])
+    ripple = ndi.zoom(coarse, (H / 4, W / 4), order=1, grid_mode=True, mode="nearest")[:H, :W]
+    field_ = field_ * (1 + ripple)
     if rng.random() < 0.2:  # the meniscus at a well wall throws a dark band over one side
         phi = rng.uniform(0, 2 * math.pi)
         along = xn * F32(math.cos(phi)) + yn * F32(math.sin(phi))
         across = yn * F32(math.cos(phi)) - xn * F32(math.sin(phi))
         d = along + F32(rng.uniform(0, 0.3)) * across**2
         edge, soft = rng.uniform(0.4, 0.95), rng.uniform(0.03, 0.12)
-        field_ = field_ * (1 - F32(rng.uniform(0.4, 0.85)) / (1 + np.exp(-(d - F32(edge)) / F32(soft))))
+        band = 1 + np.exp(-(d - F32(edge)) / F32(soft))
+        field_ = field_ * (1 - F32(rng.uniform(0.4, 0.85)) / band)
     return field_.astype(F32)
 
 
@@ -774,14 +811,23 @@ def draw_optics(rng: np.random.Generator, um: float) -> Optics:
 
 def transmitted_light(spec: Specimen, optics: Optics, stain: Stain) -> np.ndarray:
     """Relief from the directional derivative of optical path, times Beer-Lambert absorption."""
-    opd = spec.opd + F32(optics.dn_cytoplasm) * spec.thickness + F32(optics.dn_nucleus) * spec.nucleus
+    opd = (
+        spec.opd
+        + F32(optics.dn_cytoplasm) * spec.thickness
+        + F32(optics.dn_nucleus) * spec.nucleus
+    )
     d_dx = ndi.gaussian_filter(opd, optics.resolution_px, order=(0, 1))
     d_dy = ndi.gaussian_filter(opd, optics.resolution_px, order=(1, 0))
-    slope = (F32(math.cos(optics.azimuth)) * d_dx + F32(math.sin(optics.azimuth)) * d_dy) / F32(spec.um)
+    along = F32(math.cos(optics.azimuth)) * d_dx + F32(math.sin(optics.azimuth)) * d_dy
+    slope = along / F32(spec.um)
     saturation = F32(0.85)  # steep edges (crystals, bubble rims) cannot go below black
     relief = 1 + saturation * np.tanh(F32(optics.relief_gain) * slope / saturation)
     cytoplasm = spec.thickness - spec.nucleus
-    absorbance = spec.absorbance + F32(stain.cytoplasm) * cytoplasm + F32(stain.nucleus) * spec.nucleus
+    absorbance = (
+        spec.absorbance
+        + F32(stain.cytoplasm) * cytoplasm
+        + F32(stain.nucleus) * spec.nucleus
+    )
     light = relief * np.exp(-absorbance)
     light = ndi.gaussian_filter(light, optics.defocus_px)
     return light * np.exp(-spec.haze)
@@ -797,11 +843,14 @@ def expose(rng: np.random.Generator, light: np.ndarray, dtype: str) -> np.ndarra
     if rng.random() < 0.4:  # EMCCD: multiplication doubles the variance (excess noise factor 2)
         electrons = rng.gamma(expected / 2 + F32(1e-3), 2.0).astype(F32)
     else:
-        electrons = rng.poisson(expected).astype(F32) + rng.normal(0, rng.uniform(2, 10), light.shape).astype(F32)
+        electrons = rng.poisson(expected).astype(F32)
+        electrons = electrons + rng.normal(0, rng.uniform(2, 10), light.shape).astype(F32)
     drift = np.cumsum(rng.normal(0, 1, light.shape[0]))
     drift = ndi.gaussian_filter1d(drift, light.shape[0] / 20 + 1)
-    drift = (drift - drift.mean()) / (np.abs(drift - drift.mean()).max() + 1e-9) * rng.uniform(0.002, 0.02) * bias
-    counts = np.clip(np.rint(electrons * F32(dn_per_electron) + F32(bias) + drift[:, None].astype(F32)), 0, full)
+    centred = drift - drift.mean()
+    drift = centred / (np.abs(centred).max() + 1e-9) * rng.uniform(0.002, 0.02) * bias
+    dn = electrons * F32(dn_per_electron) + F32(bias) + drift[:, None].astype(F32)
+    counts = np.clip(np.rint(dn), 0, full)
     if dtype == "uint16":
         return counts.astype(np.uint16)
     level = (counts - F32(bias)) / F32(full - bias)
@@ -813,7 +862,9 @@ def expose(rng: np.random.Generator, light: np.ndarray, dtype: str) -> np.ndarra
 # --------------------------------------------------------------------------- the frame
 
 
-def measure_objects(mask: np.ndarray, kinds: list[str]) -> tuple[np.ndarray, tuple[SynthObject, ...]]:
+def measure_objects(
+    mask: np.ndarray, kinds: list[str]
+) -> tuple[np.ndarray, tuple[SynthObject, ...]]:
     """Drop footprints under MIN_FOOTPRINT_PX, relabel 1..n, and measure what is left."""
     ys, xs = np.nonzero(mask)
     labels = mask[ys, xs]
@@ -845,7 +896,9 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS
             "the relief renderer draws single-plane, single-channel frames; "
             f"got channels={options.channels}, planes={options.planes}"
         )
-    um = options.pixel_size_um if options.pixel_size_um is not None else rng.uniform(*PIXEL_SIZE_RANGE_UM)
+    um = options.pixel_size_um
+    if um is None:
+        um = rng.uniform(*PIXEL_SIZE_RANGE_UM)
     spec = Specimen.empty((options.height, options.width), float(um))
     style = list(CELL_STYLES)[int(rng.integers(len(CELL_STYLES)))]
     CELL_STYLES[style](rng, spec)
@@ -854,7 +907,8 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS
     if rng.random() < options.artifact_probability:
         draw_artifacts(rng, spec, tuple(options.kinds))
     mask, objects = measure_objects(spec.mask, spec.kinds)
-    light = transmitted_light(spec, draw_optics(rng, spec.um), stain) * illumination(rng, spec.shape)
+    optics = draw_optics(rng, spec.um)
+    light = transmitted_light(spec, optics, stain) * illumination(rng, spec.shape)
     image = expose(rng, light, options.dtype)
     return SynthFrame(
         image=image,
