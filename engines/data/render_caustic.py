@@ -414,8 +414,8 @@ class _Field:
 
     def grid(self, y_lo: float, y_hi: float, x_lo: float, x_hi: float) -> _Grid | None:
         h, w = self.shape
-        y0, y1 = max(int(math.floor(y_lo)), 0), min(int(math.ceil(y_hi)) + 1, h)
-        x0, x1 = max(int(math.floor(x_lo)), 0), min(int(math.ceil(x_hi)) + 1, w)
+        y0, y1 = max(math.floor(y_lo), 0), min(math.ceil(y_hi) + 1, h)
+        x0, x1 = max(math.floor(x_lo), 0), min(math.ceil(x_hi) + 1, w)
         if y1 - y0 < 2 or x1 - x0 < 2:
             return None
         yy = np.arange(y0, y1, dtype=np.float32)[:, None]
@@ -446,7 +446,7 @@ def _outline(rng: np.random.Generator, corners: int, roughness: float):
 
     def relative_radius(theta: np.ndarray) -> np.ndarray:
         r = np.interp(theta, angles, radii, period=2 * np.pi)
-        for order, amp, phase in zip(orders, amps, phases):
+        for order, amp, phase in zip(orders, amps, phases, strict=True):
             r = r + amp * np.cos(order * theta + phase)
         return np.maximum(r, 0.3)
 
@@ -584,7 +584,7 @@ def _clump(rng: np.random.Generator, f: _Field) -> _Piece | None:
     absorbance = np.zeros(grid.shape, np.float32)
     footprint = np.zeros(grid.shape, bool)
     tall, dark = rng.uniform(0.4, 1.2), rng.uniform(0.15, 0.6)
-    for y, x, up in zip(ys, xs, lift):
+    for y, x, up in zip(ys, xs, lift, strict=True):
         r = cell_px * rng.uniform(0.75, 1.25)
         top = up + tall * rng.uniform(0.7, 1.3)
         _stamp_cell(grid, opd, absorbance, footprint, y, x, r, top, dark)
