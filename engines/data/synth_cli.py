@@ -15,9 +15,13 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to create (must be empty)")
     parser.add_argument("--count", type=int, required=True, help="number of frames")
-    parser.add_argument("--seed", type=int, required=True, help="dataset seed (frames are reproducible)")
+    parser.add_argument(
+        "--seed", type=int, required=True, help="dataset seed (frames are reproducible)"
+    )
     parser.add_argument("--size", type=int, default=1080, help="frame height and width in px")
-    parser.add_argument("--dtype", choices=DTYPES, default="uint16", help="pixel type of the frames")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="uint16", help="pixel type of the frames"
+    )
     parser.add_argument(
         "--artifact-probability", type=float, default=0.5, help="chance a frame holds artifacts"
     )
@@ -37,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"artifactd synth: {out} exists and is not an empty folder; choose a new --out", file=sys.stderr)
+        print(
+            f"artifactd synth: {out} exists and is not an empty folder; choose a new --out",
+            file=sys.stderr,
+        )
         return 2
     if args.count < 0:
         print(f"artifactd synth: --count must be >= 0, got {args.count}", file=sys.stderr)
