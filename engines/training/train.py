@@ -62,10 +62,6 @@ class TrainOptions:
     segmenter_steps: int = 1200
     batch_size: int = 8
     crop: int = 256  # segmenter training crop, full-resolution px (multiple of the pad multiple)
-    # Detector training on crops labelled by their masks instead of whole frames: several times
-    # cheaper per step, labels that say where, and the clean parts of artifact frames as hard
-    # negatives. None: whole frames (the only choice with image labels alone).
-    detector_crop: int | None = None
     # Fraction of segmenter crops centred on an artifact. Artifacts are small, so some focus is
     # needed; too much teaches a prior far above a whole frame's and the U-Net over-segments.
     focus: float = 0.5
@@ -338,8 +334,6 @@ def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOption
     keys = list(groups)
 
     def make_batch(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if options.detector_crop is not None:
-            return detector_crops(dataset, train_idx, options, rng)
         group = groups[keys[rng.choice(len(keys), p=weights / weights.sum())]]
         picks = balanced_batch(labels, group, options.batch_size, rng)
         x = to_tensor([dataset.samples[i].image for i in picks], multiple)
@@ -350,19 +344,6 @@ def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOption
 
     fit("detector", model, options.detector_steps, make_batch, loss_fn, options, device, checkpoints)
     return model
-
-
-def detector_crops(dataset: Dataset, train_idx: np.ndarray, options: TrainOptions,
-                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A balanced batch of crops, each labelled artifact when its mask holds at least the
-    minimum artifact area: three in four crops of artifact frames are centred on an artifact,
-    the rest fall anywhere and are often clean."""
-    picks = balanced_batch(dataset.labels, train_idx, options.batch_size, rng)
-    samples = [dataset.samples[i] for i in picks]
-    masks = [s.mask > 0 if s.mask is not None else np.zeros(s.image.shape[-2:], dtype=bool)
-             for s in samples]
-    x, y = crop_batch([s.image for s in samples], masks, options.detector_crop, rng, focus=0.75)
-    return x, (y.sum(dim=(1, 2, 3)) >= options.min_area_px).float()
 
 
 def train_segmenter(dataset: Dataset, train_idx: np.ndarray, targets: dict[int, np.ndarray],
@@ -637,20 +618,6 @@ def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | di
     return chosen
 
 
-def check_detector_crop(dataset: Dataset, options: TrainOptions, multiple: int) -> None:
-    """--detector-crop labels crops by their masks, so every artifact frame needs one."""
-    crop = options.detector_crop
-    if crop is None or options.detector_steps == 0:
-        return
-    if crop <= 0 or crop % multiple:
-        raise DatasetError(f"--detector-crop {crop}: expected a positive multiple of {multiple}")
-    unmasked = [s.source for s in dataset.samples if s.label == 1 and s.mask is None]
-    if unmasked:
-        raise DatasetError(f"--detector-crop: {len(unmasked)} artifact frame(s) have no mask "
-                           f"(first: {unmasked[0]}); expected a mask for every artifact frame, "
-                           "or leave --detector-crop out to train on whole frames")
-
-
 def train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoints,
                  validation: Dataset | None = None) -> TrainedModels:
     """Both networks and their verdict. Every random choice comes from generators seeded by
@@ -672,7 +639,6 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
                                ("--batch-size", options.batch_size, 1)):
         if value < least:
             raise DatasetError(f"{flag} {value}: expected at least {least}")
-    check_detector_crop(dataset, options, multiple)
     train_idx, val_idx = split(dataset.labels, options.val_fraction, options.seed)
     logger.info("%s mode on %s: %d training, %d validation frames", mode, device, len(train_idx), len(val_idx))
     notes: list[str] = []
@@ -738,10 +704,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop,
                         help="side of the square U-Net training crops in px (a multiple of "
                              f"{pad_multiple(Architecture())})")
-    parser.add_argument("--detector-crop", type=int,
-                        help="train the detector on crops of this side in px, labelled by the "
-                             "masks (needs a mask for every artifact frame; several times faster "
-                             "per step than whole frames); default: whole frames")
     parser.add_argument("--focus", type=float, default=DEFAULTS.focus,
                         help="fraction of segmenter crops centred on an artifact")
     parser.add_argument("--segment", choices=("auto", *SEGMENT_MODES), default=DEFAULTS.segment,
@@ -795,7 +757,6 @@ def main(args: argparse.Namespace) -> int:
         detector_steps=steps["detector"] if args.detector_steps is None else args.detector_steps,
         segmenter_steps=steps["segmenter"] if args.segmenter_steps is None else args.segmenter_steps,
         batch_size=args.batch_size, crop=args.crop, focus=args.focus,
-        detector_crop=args.detector_crop,
         learning_rate=args.learning_rate, segment=args.segment,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, name=args.name,
         init=args.init, detector_from=args.detector_from, cam_cache=args.cam_cache,

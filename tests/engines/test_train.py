@@ -27,7 +27,6 @@ from engines.training.train import (
     Checkpoints,
     TrainOptions,
     bce_dice_loss,
-    detector_crops,
     main,
     train_models,
 )
@@ -407,37 +406,6 @@ def test_training_leaves_torchs_global_generator_alone(tiny_dataset, tmp_path):
         assert torch.equal(torch.get_rng_state(), state)
         weights.append(trained.segmenter.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-
-
-def test_detector_crops_are_labelled_by_their_masks(tiny_dataset):
-    """A crop is an artifact crop exactly when its mask holds the minimum artifact area."""
-    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv",
-                           tiny_dataset / "masks")
-    options = TrainOptions(batch_size=8, detector_crop=64, min_area_px=40)
-    rng = np.random.default_rng(3)
-    seen = set()
-    for _ in range(10):
-        x, y = detector_crops(dataset, np.arange(len(dataset.samples)), options, rng)
-        assert x.shape == (8, 1, 64, 64) and y.shape == (8,)
-        seen.update(y.tolist())
-    assert seen == {0.0, 1.0}, "both kinds of crop turn up in balanced batches"
-
-
-def test_detector_crop_training_writes_a_model_and_needs_masks(tiny_dataset, tmp_path, caplog):
-    out = tmp_path / "cropped"
-    extra = ("--detector-crop", "64")
-    assert main(train_args(tiny_dataset, out, mode="supervised", extra=extra)) == 0
-    assert load_model(out).card.mode == "supervised"
-    data = _copy(tiny_dataset, tmp_path)
-    shutil.rmtree(data / "masks")
-    (data / "masks").mkdir()
-    refused = tmp_path / "refused"
-    assert main(train_args(data, refused, mode="weak", extra=extra)) == 2
-    assert "--detector-crop: " in caplog.text and "expected a mask for every artifact frame" in caplog.text
-    assert not refused.exists()
-    assert main(train_args(tiny_dataset, refused, mode="supervised",
-                           extra=("--detector-crop", "60"))) == 2
-    assert "--detector-crop 60: expected a positive multiple of" in caplog.text
 
 
 def test_labels_only_fine_tuning_takes_pseudo_masks_from_the_models_own_outlines(
