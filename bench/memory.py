@@ -30,8 +30,8 @@ import numpy as np
 from daemon.config import InputConfig
 from daemon.frames import Frame, FrameMeta, FrameResult, ReadyFile
 from daemon.results.journal import Journal
-from daemon.sources.fs import FolderSource
 from daemon.results.store import ResultsStore
+from daemon.sources.fs import FolderSource
 
 PER_FOLDER = 1000
 BATCH = 100  # results per store append, as the writer batches them

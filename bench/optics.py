@@ -20,11 +20,11 @@ import tracemalloc
 
 import numpy as np
 
-from daemon.sinks.alert_hold import HeldAlerts
-from daemon.sinks.alerts import ContaminationMonitor
 from daemon.config import AlertsConfig, OpticsConfig
 from daemon.frames import Frame, FrameMeta, FrameResult
 from daemon.ops.metrics import Metrics
+from daemon.sinks.alert_hold import HeldAlerts
+from daemon.sinks.alerts import ContaminationMonitor
 from daemon.sinks.optics import OpticsTracker
 from engines.runtime.postprocess import measure
 

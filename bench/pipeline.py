@@ -39,12 +39,12 @@ import tifffile
 from daemon.config import Config
 from daemon.decode.tiff import DecodeOptions, read_frame
 from daemon.frames import FrameKey, FrameResult, ReadyFile
-from daemon.results.journal import Journal
 from daemon.ops.metrics import Metrics
-from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.pipeline.analysis import Analysis, postprocess_options, segment_all
-from daemon.sources.fs import FolderSource
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.results.journal import Journal
 from daemon.results.store import ResultsStore
+from daemon.sources.fs import FolderSource
 from engines.data.synth import SynthOptions, frame_for
 from engines.files import write_text_atomically
 from engines.runtime.analyse import AnalysisOptions, analyse, infer

@@ -39,16 +39,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from daemon.pipeline.analysis import Analysis
 from daemon.config import Config
 from daemon.decode.tiff import DecodeOptions, read_frame
 from daemon.frames import FrameKey, ReadyFile
+from daemon.pipeline.analysis import Analysis
 from daemon.results.journal import Journal
+from daemon.results.store import ResultsStore
 from daemon.tools.reprocess.committer import Committer
 from daemon.tools.reprocess.plan import Task
 from daemon.tools.reprocess.worker import FrameRow, TaskOutcome
 from daemon.tools.simulate import SimulateOptions, simulate_plate
-from daemon.results.store import ResultsStore
 from engines.runtime.modelcard import load_model
 from engines.select import create_engine
 

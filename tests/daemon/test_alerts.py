@@ -7,6 +7,9 @@ import logging
 import numpy as np
 import pytest
 
+from daemon.config import AlertsConfig
+from daemon.frames import Frame, FrameMeta, FrameResult
+from daemon.ops.metrics import Metrics
 from daemon.sinks.alerts import (
     AREA_SURGE,
     PLATE_FRACTION,
@@ -15,9 +18,6 @@ from daemon.sinks.alerts import (
     Alert,
     ContaminationMonitor,
 )
-from daemon.config import AlertsConfig
-from daemon.frames import Frame, FrameMeta, FrameResult
-from daemon.ops.metrics import Metrics
 
 # Each test switches on the rule it is about; these thresholds keep the others quiet.
 QUIET = {"plate_window": 10, "well_flagged_fields": 1000, "surge_min_fields": 1000}

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon.sinks.alerts import Alert
-from daemon.tools.client import ArtifactClient
 from daemon.config import VerdictsConfig, ZmqConfig
 from daemon.frames import Frame, FrameKey, FrameMeta, FrameResult
 from daemon.ops.metrics import Metrics
-from daemon.sources.zmq import ZmqSource
+from daemon.sinks.alerts import Alert
 from daemon.sinks.verdicts import VerdictPublisher
+from daemon.sources.zmq import ZmqSource
+from daemon.tools.client import ArtifactClient
 from tests.daemon.test_zmq_source import LOOPBACK, unused_port, wait_until
 
 

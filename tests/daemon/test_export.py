@@ -12,8 +12,8 @@ import tifffile
 import zarr
 
 from daemon.cli import main as cli_main
-from daemon.tools.export import mask_relpath
 from daemon.results.store import ResultsStore, open_store_readonly
+from daemon.tools.export import mask_relpath
 from tests.daemon.test_store import make_result
 
 

@@ -17,13 +17,13 @@ import pytest
 from daemon.config import Config
 from daemon.decode.tiff import DecodeOptions
 from daemon.frames import Frame, FrameKey, FrameMeta, ReadyFile
-from daemon.results.journal import Journal
 from daemon.ops.metrics import Metrics
-from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.pipeline.analysis import Analysis, postprocess_options
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.results.journal import Journal
+from daemon.results.store import ResultsStore
 from daemon.service import Service, configure
 from daemon.sources.fs import FolderSource
-from daemon.results.store import ResultsStore
 from engines.data.synth import SynthOptions, frame_for
 from engines.runtime.modelcard import load_model
 from engines.select import create_engines

@@ -7,6 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from daemon.config import AlertsConfig, OpticsConfig
+from daemon.frames import STATIONARY, Frame, FrameMeta, FrameResult
+from daemon.ops.metrics import Metrics
 from daemon.sinks.alert_hold import HeldAlerts
 from daemon.sinks.alerts import (
     AREA_SURGE,
@@ -15,9 +18,6 @@ from daemon.sinks.alerts import (
     WELL_FIELDS,
     ContaminationMonitor,
 )
-from daemon.config import AlertsConfig, OpticsConfig
-from daemon.frames import STATIONARY, Frame, FrameMeta, FrameResult
-from daemon.ops.metrics import Metrics
 from daemon.sinks.optics import MAX_PLATES, MAX_TRACKS, OpticsTracker
 from engines.runtime.postprocess import measure
 

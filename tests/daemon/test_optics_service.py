@@ -11,11 +11,11 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.sinks.alerts import OPTICS
 from daemon.cli import main as cli_main
+from daemon.results.store import ResultsStore
+from daemon.sinks.alerts import OPTICS
 from daemon.tools.client import ArtifactClient
 from daemon.tools.simulate import DEFAULT_SMUDGE, SimulateOptions, simulate_plate
-from daemon.results.store import ResultsStore
 from tests.daemon.service_helpers import (
     config_file,
     free_port,

@@ -10,10 +10,10 @@ from pathlib import Path
 from daemon.config import Config
 from daemon.decode.tiff import DecodeOptions
 from daemon.frames import FrameKey, ReadyFile
-from daemon.results.journal import Journal
 from daemon.ops.metrics import Metrics
-from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.pipeline.analysis import Analysis, postprocess_options
+from daemon.pipeline.stages import Pipeline, PipelineParts
+from daemon.results.journal import Journal
 from daemon.results.store import ResultsStore
 from engines.runtime.modelcard import load_model
 from engines.select import create_engines

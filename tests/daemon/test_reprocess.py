@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from daemon.config import Config, ConfigError
+from daemon.results.store import open_store_readonly
 from daemon.tools.reprocess.plan import (
     UNPARSED_PER_TASK,
     PlanError,
@@ -33,7 +34,6 @@ from daemon.tools.reprocess.plan import (
     write_plan,
 )
 from daemon.tools.simulate import SimulateOptions, simulate_plate
-from daemon.results.store import open_store_readonly
 from tests.daemon.service_helpers import REPO, config_file, run_once, wait_for
 
 FRAMES = 12  # 2 plates x 3 wells x 2 fields

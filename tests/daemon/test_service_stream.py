@@ -8,8 +8,8 @@ import time
 import pytest
 import zmq
 
-from daemon.tools.client import ArtifactClient
 from daemon.results.store import ResultsStore
+from daemon.tools.client import ArtifactClient
 from engines.data.synth import SynthOptions, frame_for
 from tests.daemon.service_helpers import (
     config_file,

@@ -14,8 +14,8 @@ from daemon.cli import main as cli_main
 from daemon.config import InputConfig, MetadataConfig
 from daemon.decode.tiff import DecodeOptions, read_frame
 from daemon.frames import ReadyFile
-from daemon.tools.simulate import SimulateOptions, simulate_plate
 from daemon.sources.fs import FolderSource
+from daemon.tools.simulate import SimulateOptions, simulate_plate
 from tests.daemon.test_decode import ready
 
 SMALL = {"size": 64, "pixel_size_um": 0.5, "rate": 0.0}

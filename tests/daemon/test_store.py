@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon.results import durable
 from daemon.frames import ARTIFACT_COLUMNS, Frame, FrameFailure, FrameKey, FrameMeta, FrameResult
+from daemon.results import durable
 from daemon.results.store import ResultsStore, StoreError, open_store_readonly
 from engines import __version__
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon.results import durable
 from daemon.frames import FrameResult
+from daemon.results import durable
 from daemon.results.store import ResultsStore, StoreError, open_store_readonly
 from daemon.results.thumbnails import LABEL_DTYPE, make_thumbnail
 from tests.daemon.test_store import make_result

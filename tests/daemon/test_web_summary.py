@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sinks.alerts import Alert
 from daemon.plates import infer_format, parse_well, row_name, well_label
 from daemon.results.store import ResultsStore
+from daemon.sinks.alerts import Alert
 from daemon.web.summary import PlateSummary
 from tests.daemon.test_store import make_result
 

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from daemon.sinks.alerts import Alert
 from daemon.config import AlertsConfig
+from daemon.sinks.alerts import Alert
 from daemon.sinks.webhook import WebhookNotifier
 from tests.daemon.test_zmq_source import unused_port, wait_until
 

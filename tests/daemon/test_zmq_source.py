@@ -15,13 +15,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.tools.client import ArtifactClient
 from daemon.config import ConfigError, ZmqConfig
 from daemon.endpoints import binds_all_interfaces
 from daemon.frames import Frame, pixel_digest
 from daemon.ops.metrics import Metrics
 from daemon.sources.messages import MessageError, parse_message
 from daemon.sources.zmq import ZmqSource
+from daemon.tools.client import ArtifactClient
 
 LOOPBACK = "tcp://127.0.0.1:0"
 
