@@ -24,7 +24,7 @@ from engines.pytorch.models import Architecture, pad_multiple
 from engines.runtime.modelcard import ModelCard
 
 if TYPE_CHECKING:
-    from engines.training.train import TrainedModels, TrainOptions
+    from engines.training.options import TrainedModels, TrainOptions
 
 logger = logging.getLogger(__name__)
 # The exporter's graph passes log every rewrite at INFO; users need none of it.

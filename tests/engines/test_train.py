@@ -21,16 +21,11 @@ from engines.pytorch.weights import load_torch_models
 from engines.runtime.base import pad_to_multiple
 from engines.runtime.modelcard import load_model
 from engines.runtime.onnxruntime import OnnxRuntimeEngine
-from engines.training.train import (
-    DEFAULTS,
-    CamCache,
-    Checkpoints,
-    TrainOptions,
-    bce_dice_loss,
-    detector_crops,
-    main,
-    train_models,
-)
+from engines.training.batches import detector_crops
+from engines.training.fitting import Checkpoints, bce_dice_loss
+from engines.training.options import DEFAULTS, TrainOptions
+from engines.training.targets import CamCache
+from engines.training.train import main, train_models
 from tests.engines.cli import train_args
 
 
@@ -201,7 +196,7 @@ def test_impossible_step_counts_are_refused_by_name(tiny_dataset, tmp_path, capl
 
 
 def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
-    from engines.training.train import best_f1_threshold
+    from engines.training.validation import best_f1_threshold
 
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
@@ -214,7 +209,7 @@ def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
 
 
 def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
-    from engines.training.train import choose_verdict
+    from engines.training.validation import choose_verdict
 
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
@@ -231,7 +226,7 @@ def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
 
 
 def test_the_verdict_stays_quiet_on_clean_frames_when_asked():
-    from engines.training.train import choose_verdict
+    from engines.training.validation import choose_verdict
 
     # A clean frame of an unusual plate scores above two of the artifact frames.
     scores = np.array([0.97, 0.9, 0.6, 0.58, 0.62, 0.1, 0.1, 0.1])
@@ -243,7 +238,7 @@ def test_the_verdict_stays_quiet_on_clean_frames_when_asked():
 
 
 def test_a_larger_minimum_area_is_chosen_when_specks_flag_clean_frames():
-    from engines.training.train import choose_verdict
+    from engines.training.validation import choose_verdict
 
     scores = np.array([0.9, 0.2, 0.1, 0.1])
     truth = np.array([1, 1, 0, 0])
@@ -279,7 +274,7 @@ def test_scorecam_maps_are_kept_for_a_later_run_with_the_same_detector(
     def no_scorecam(*args, **kwargs):
         raise AssertionError("ScoreCAM ran although its map was in the cache")
 
-    monkeypatch.setattr("engines.training.train.scorecam", no_scorecam)
+    monkeypatch.setattr("engines.training.targets.scorecam", no_scorecam)
     assert main(train_args(tiny_dataset, tmp_path / "second", mode="weak", extra=extra)) == 0
     first = torch.load(tmp_path / "first" / "segmenter.pt", weights_only=True)
     second = torch.load(tmp_path / "second" / "segmenter.pt", weights_only=True)
@@ -306,7 +301,8 @@ def test_the_cam_cache_is_per_detector_and_makes_damaged_maps_again(tiny_models,
 
 def test_init_default_fine_tunes_the_shipped_model_with_short_defaults(tiny_dataset, tmp_path):
     """`--init default` is the word the config accepts; fine-tuning defaults are the short ones."""
-    from engines.training.train import FINE_TUNE_STEPS, add_arguments
+    from engines.training.options import FINE_TUNE_STEPS
+    from engines.training.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -444,7 +440,7 @@ def test_labels_only_fine_tuning_takes_pseudo_masks_from_the_models_own_outlines
         tiny_dataset, tiny_models, tmp_path):
     """Weak mode from --init: the initial U-Net's outlines (where ScoreCAM points) are the
     pseudo-masks, and clean frames stay empty; a from-scratch weak run uses image evidence."""
-    from engines.training.train import Outliner, initial_outliner
+    from engines.training.targets import Outliner, initial_outliner
 
     options = TrainOptions(init=tiny_models["supervised"])
     _, segmenter = load_torch_models(tiny_models["supervised"],
