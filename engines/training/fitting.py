@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from engines.data.dataset import Dataset, DatasetError
+from engines.files import replace_atomically
 from engines.pytorch.models import Architecture, Detector, UNet, pad_multiple
 from engines.runtime.modelcard import load_model
 from engines.training.augment import augment
@@ -51,12 +52,10 @@ class Checkpoints:
     def save(self, stage: str, step: int, model: nn.Module, optimiser: torch.optim.Optimizer,
              gen: torch.Generator, rng: np.random.Generator) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(stage).with_suffix(".tmp")
-        torch.save(
-            {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-             "gen": gen.get_state(), "rng": rng.bit_generator.state}, tmp,
-        )
-        tmp.replace(self.path(stage))
+        state = {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                 "gen": gen.get_state(), "rng": rng.bit_generator.state}
+        # A checkpoint cut short by a crash must not be what --resume finds.
+        replace_atomically(self.path(stage), lambda tmp: torch.save(state, tmp))
 
     def restore(self, stage: str, model: nn.Module, optimiser: torch.optim.Optimizer,
                 gen: torch.Generator, rng: np.random.Generator) -> int:

@@ -81,6 +81,7 @@ def test_resume_continues_from_the_checkpoint(tiny_dataset, tmp_path):
     train_models(dataset, options, checkpoints)
     saved = torch.load(checkpoints.path("detector"), weights_only=False)
     assert saved["step"] == 2
+    assert sorted(p.name for p in checkpoints.folder.iterdir()) == ["detector.pt", "segmenter.pt"]
     more = TrainOptions(mode="supervised", detector_steps=3, segmenter_steps=3, batch_size=2,
                         crop=64, checkpoint_every=1, val_fraction=0.34)
     train_models(dataset, more, checkpoints)
