@@ -17,13 +17,15 @@ import torch
 
 from engines.data.dataset import load_dataset, split
 from engines.data.synth import SynthOptions, frame_for
+from engines.pytorch.models import Architecture
 from engines.pytorch.weights import load_torch_models
 from engines.runtime.base import pad_to_multiple
 from engines.runtime.modelcard import load_model
 from engines.runtime.onnxruntime import OnnxRuntimeEngine
 from engines.training.batches import detector_crops
-from engines.training.fitting import Checkpoints, bce_dice_loss
-from engines.training.options import DEFAULTS, TrainOptions
+from engines.training.export import write_model_folder
+from engines.training.fitting import Checkpoints, bce_dice_loss, fresh_models
+from engines.training.options import DEFAULTS, TrainedModels, TrainOptions
 from engines.training.targets import CamCache
 from engines.training.train import main, train_models
 from tests.engines.cli import train_args
@@ -155,6 +157,39 @@ def test_bad_training_input_is_refused_clearly(tiny_dataset, tmp_path, caplog, b
     assert main(train_args(data, out, mode="supervised", extra=extra)) == 2
     assert message in caplog.text
     assert not out.exists(), "no half-written model may be left behind"
+
+
+def test_a_replaced_model_stays_whole_until_the_new_one_is_in_place(tmp_path, monkeypatch):
+    """--overwrite: the old model folder is swapped out only once the new one is complete, and
+    comes back as it was when the new one cannot be renamed in; nothing is left beside it."""
+    arch = Architecture(in_channels=1, unshuffle=4, detector_widths=(8, 16), unet_widths=(8, 16))
+    detector, segmenter = fresh_models(arch, seed=0)
+    out = tmp_path / "model"
+
+    def write(name: str) -> None:
+        trained = TrainedModels(detector.eval(), segmenter.eval(), 0.5, 0.5, "supervised", "all",
+                                {}, [])
+        write_model_folder(out, trained, TrainOptions(arch=arch, name=name), "data", version="0")
+
+    write("old")
+    rename = Path.rename
+
+    def staging_cannot_move_in(self: Path, target: Path) -> Path:
+        if Path(target) == out and ".old." not in self.name:
+            raise OSError("no space left on device")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", staging_cannot_move_in)
+    with pytest.raises(OSError, match="no space left"):
+        write("new")
+    monkeypatch.undo()
+    assert load_model(out).card.name == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    write("new")
+    assert load_model(out).card.name == "new"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["detector.onnx", "segmenter.onnx", "detector.pt", "segmenter.pt", "model.json"])
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
 def test_weak_mode_can_take_a_detector_and_continue_a_model(tiny_dataset, tiny_models, tmp_path):
