@@ -26,7 +26,8 @@ def shape_groups(dataset: Dataset, indices: np.ndarray) -> dict[tuple[int, ...],
     return {k: np.array(v) for k, v in groups.items()}
 
 
-def balanced_batch(labels: np.ndarray, indices: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def balanced_batch(labels: np.ndarray, indices: np.ndarray, size: int,
+                   rng: np.random.Generator) -> np.ndarray:
     """Half clean, half artifact frames (as far as the group has both)."""
     picks = []
     for value in (0, 1):
@@ -52,8 +53,10 @@ def crop_batch(
         fg = np.flatnonzero(target)
         if len(fg) and rng.random() < focus:
             cy, cx = divmod(int(rng.choice(fg)), w)
-            top = int(np.clip(cy - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, h - crop))
-            left = int(np.clip(cx - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, w - crop))
+            top = int(np.clip(cy - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1),
+                              0, h - crop))
+            left = int(np.clip(cx - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1),
+                               0, w - crop))
         else:
             top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
         xs.append(image[:, top : top + crop, left : left + crop])

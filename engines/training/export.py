@@ -81,7 +81,8 @@ def onnx_metadata(card: ModelCard) -> dict[str, str]:
     }
 
 
-def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str, version: str) -> ModelCard:
+def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str,
+              version: str) -> ModelCard:
     arch = options.arch
     return ModelCard(
         name=options.name,

@@ -86,7 +86,8 @@ def fit(
     # crc32, not hash(): Python salts str hashes per process, and one seed must give one model.
     rng = np.random.default_rng([options.seed, zlib.crc32(stage.encode())])
     start = checkpoints.restore(stage, model, optimiser, gen, rng)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1), last_epoch=-1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1),
+                                                          last_epoch=-1)
     with warnings.catch_warnings():  # fast-forwarding the schedule on resume is intended
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(start):
@@ -173,7 +174,8 @@ def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOption
     def loss_fn(m: Detector, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(m.logits(x), y)
 
-    fit("detector", model, options.detector_steps, make_batch, loss_fn, options, device, checkpoints)
+    fit("detector", model, options.detector_steps, make_batch, loss_fn, options, device,
+        checkpoints)
     return model
 
 
@@ -194,5 +196,6 @@ def train_segmenter(dataset: Dataset, train_idx: np.ndarray, targets: dict[int, 
     def loss_fn(m: UNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return bce_dice_loss(m.logits(x), y)
 
-    fit("segmenter", model, options.segmenter_steps, make_batch, loss_fn, options, device, checkpoints)
+    fit("segmenter", model, options.segmenter_steps, make_batch, loss_fn, options, device,
+        checkpoints)
     return model

@@ -14,7 +14,8 @@ from engines.pytorch.models import Architecture, Detector, UNet
 
 @dataclass(frozen=True, slots=True)
 class TrainOptions:
-    mode: str = "auto"  # "weak" | "supervised" | "auto" (supervised when every artifact frame has a mask)
+    # "weak" | "supervised" | "auto" (supervised when every artifact frame has a mask)
+    mode: str = "auto"
     detector_steps: int = 600
     segmenter_steps: int = 1200
     batch_size: int = 8

@@ -110,7 +110,8 @@ def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, va
     multiple = pad_multiple(options.arch)
     if outliner is not None:
         outliner.segmenter.to(device).eval()
-    artifact = [int(i) for i in np.concatenate([train_idx, val_idx]) if dataset.samples[i].label == 1]
+    artifact = [int(i) for i in np.concatenate([train_idx, val_idx])
+                if dataset.samples[i].label == 1]
     cams, evidence = {}, {}
     cache = CamCache(options.cam_cache, detector, options.cam_top_k)
     for i in tqdm(artifact, desc="scorecam", unit="frame"):
@@ -118,7 +119,8 @@ def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, va
         cams[i] = cache.get(image)
         if cams[i] is None:
             x = to_tensor([image], multiple)[0].to(device)
-            cams[i] = scorecam(detector, x, top_k=options.cam_top_k)[: image.shape[-2], : image.shape[-1]]
+            cam = scorecam(detector, x, top_k=options.cam_top_k)
+            cams[i] = cam[: image.shape[-2], : image.shape[-1]]
             cache.put(image, cams[i])
         evidence[i] = (image_evidence(image) if outliner is None
                        else outliner.outline(image, multiple, device))

@@ -79,7 +79,8 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
             raise DatasetError(f"{flag} {value}: expected at least {least}")
     check_detector_crop(dataset, options, multiple)
     train_idx, val_idx = split(dataset.labels, options.val_fraction, options.seed)
-    logger.info("%s mode on %s: %d training, %d validation frames", mode, device, len(train_idx), len(val_idx))
+    logger.info("%s mode on %s: %d training, %d validation frames", mode, device,
+                len(train_idx), len(val_idx))
     notes: list[str] = []
     if options.init is not None:
         notes.append(f"continued from the networks of {Path(options.init).name}")
@@ -96,7 +97,8 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
     else:
         targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device,
                                     notes, initial_outliner(options, segmenter))
-        segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints, segmenter)
+        segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints,
+                                    segmenter)
     judge, judged_idx = dataset, val_idx
     if validation is not None:  # thresholds chosen on another domain's frames
         judge, judged_idx = validation, np.arange(len(validation.samples))
@@ -123,9 +125,12 @@ def training_appearance(dataset: Dataset, train_idx: np.ndarray) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=Path, required=True, help="folder of training frames (TIFF)")
-    parser.add_argument("--labels", type=Path, required=True, help="CSV with columns source,label (clean|artifact)")
-    parser.add_argument("--masks", type=Path, help="folder of pixel masks under the same relative paths")
+    parser.add_argument("--frames", type=Path, required=True,
+                        help="folder of training frames (TIFF)")
+    parser.add_argument("--labels", type=Path, required=True,
+                        help="CSV with columns source,label (clean|artifact)")
+    parser.add_argument("--masks", type=Path,
+                        help="folder of pixel masks under the same relative paths")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--mode", choices=("auto", "weak", "supervised"), default="auto",
                         help="weak: image labels only (the U-Net learns from ScoreCAM "
@@ -136,8 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{FINE_TUNE_STEPS['detector']} when fine-tuning with --init)")
     parser.add_argument("--segmenter-steps", type=int,
                         help=f"U-Net training steps (default {DEFAULTS.segmenter_steps}, or "
-                             f"{FINE_TUNE_STEPS['segmenter']} when fine-tuning with --init); 0 keeps "
-                             "the U-Net of --init as it is")
+                             f"{FINE_TUNE_STEPS['segmenter']} when fine-tuning with --init); "
+                             "0 keeps the U-Net of --init as it is")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                         help="frames (detector) or crops (U-Net) per training step")
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop,
@@ -198,7 +203,8 @@ def main(args: argparse.Namespace) -> int:
     options = TrainOptions(
         mode=args.mode,
         detector_steps=steps["detector"] if args.detector_steps is None else args.detector_steps,
-        segmenter_steps=steps["segmenter"] if args.segmenter_steps is None else args.segmenter_steps,
+        segmenter_steps=(steps["segmenter"] if args.segmenter_steps is None
+                         else args.segmenter_steps),
         batch_size=args.batch_size, crop=args.crop, focus=args.focus,
         detector_crop=args.detector_crop,
         learning_rate=args.learning_rate, segment=args.segment,
@@ -222,7 +228,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     write_model_folder(out, trained, options, dataset.fingerprint, version=__version__)
     shutil.rmtree(checkpoints.folder, ignore_errors=True)
-    logger.info("model written to %s (%s mode, validation %s)", out, trained.mode, trained.validation)
+    logger.info("model written to %s (%s mode, validation %s)", out, trained.mode,
+                trained.validation)
     return 0
 
 

@@ -127,7 +127,8 @@ def verdict_quality(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | N
         f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())
         ffr = np.sum(flagged & (truth == 0)) / clean
         meets = ffr <= max_false_flag_rate + 1e-9
-        candidates.append(((meets, f1 if meets else -ffr, f1), (float(round(t, 2)), float(f1), float(ffr))))
+        rank = (meets, f1 if meets else -ffr, f1)
+        candidates.append((rank, (float(round(t, 2)), float(f1), float(ffr))))
     best = max(key for key, _ in candidates)
     run = _first_run([key == best for key, _ in candidates])
     return candidates[run[len(run) // 2]][1]
