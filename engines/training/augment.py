@@ -3,9 +3,9 @@
 Geometric changes apply to frames and masks alike; photometric ones only to frames. They
 mimic what differs between instruments and days: orientation, gain/offset, gamma,
 uneven illumination, faint interference fringes, Gaussian read noise and multiplicative speckle
-(seed 004), softer or crisper fine texture. Fringes of ~1 % are invisible to the eye but a U-Net that never saw them strong
-enough took them for out-of-focus dirt over half a field; they are drawn a little stronger
-than any optics should make them.
+(seed 004), softer or crisper fine texture. Fringes of ~1 % are invisible to the eye but a
+U-Net that never saw them strong enough took them for out-of-focus dirt over half a field; they
+are drawn a little stronger than any optics should make them.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def geometric(
     return frames, masks
 
 
-def photometric(frames: torch.Tensor, gen: torch.Generator, options: AugmentOptions) -> torch.Tensor:
+def photometric(frames: torch.Tensor, gen: torch.Generator,
+                options: AugmentOptions) -> torch.Tensor:
     n, _, h, w = frames.shape
     mean = frames.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
 
@@ -70,7 +71,8 @@ def photometric(frames: torch.Tensor, gen: torch.Generator, options: AugmentOpti
     angle = torch.rand(n, 1, 1, 1, generator=gen) * 6.2832
     ramp = torch.cos(angle) * xs + torch.sin(angle) * ys
     x = x * (1 + chosen() * options.gradient * _uniform(n, (0.0, 1.0), gen) * ramp)
-    x = x * (1 + chosen() * options.fringes * _uniform(n, (0.0, 1.0), gen) * _fringes(n, h, w, gen, options))
+    x = x * (1 + chosen() * options.fringes * _uniform(n, (0.0, 1.0), gen)
+             * _fringes(n, h, w, gen, options))
     x = x + chosen() * _uniform(n, options.texture, gen) * (x - _blur(x, options, gen))
     x = x * (1 + chosen() * options.speckle * torch.randn(x.shape, generator=gen))
     x = x + chosen() * options.gaussian_noise * torch.randn(x.shape, generator=gen)

@@ -3,13 +3,17 @@
 The ONNX files have a dynamic batch axis and dynamic frame height/width (multiples of the
 card's pad_multiple) and carry the card's key facts as ONNX metadata, so an engine file found
 on its own still says how it must be fed. The folder is assembled under a temporary name and
-renamed into place: an interrupted export leaves no half-written model.
+renamed into place: an interrupted export leaves no half-written model. A model it replaces is
+renamed aside first and removed only once the new one is in place, so the folder's name is
+without a model only between two renames, never while files are written or deleted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -24,7 +28,7 @@ from engines.pytorch.models import Architecture, pad_multiple
 from engines.runtime.modelcard import ModelCard
 
 if TYPE_CHECKING:
-    from engines.training.train import TrainedModels, TrainOptions
+    from engines.training.options import TrainedModels, TrainOptions
 
 logger = logging.getLogger(__name__)
 # The exporter's graph passes log every rewrite at INFO; users need none of it.
@@ -77,7 +81,8 @@ def onnx_metadata(card: ModelCard) -> dict[str, str]:
     }
 
 
-def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str, version: str) -> ModelCard:
+def make_card(trained: TrainedModels, options: TrainOptions, data_hash: str,
+              version: str) -> ModelCard:
     arch = options.arch
     return ModelCard(
         name=options.name,
@@ -115,11 +120,26 @@ def write_model_folder(out: Path, trained: TrainedModels, options: TrainOptions,
             torch.save(model.cpu().state_dict(), staging / FILES[f"{part}_torch"])
         (staging / "model.json").write_text(card.to_json() + "\n")
         staging.chmod(0o755)  # mkdtemp makes it private; a service user must read the model
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("wrote %s", out)
     return card
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Rename the complete folder `staging` to `out`. An existing `out` is renamed aside, beside
+    it under a hidden name, and deleted after the new folder is in; should the second rename
+    fail, the old folder is put back, so `out` holds the old model or the new one."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    aside = out.with_name(f".{out.name}.old.{os.getpid()}.{secrets.token_hex(4)}")
+    out.rename(aside)
+    try:
+        staging.rename(out)
+    except BaseException:
+        aside.rename(out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -46,7 +46,8 @@ from engines.files import write_text_atomically
 from engines.runtime.modelcard import DEFAULT_MODEL_DIR
 
 TRAIN_SETS = (("u16", 101, "uint16", 700, 512), ("u8", 102, "uint8", 150, 512))
-DEPLOYMENT_SIZE_SETS = (("u16-1080", 103, "uint16", 240, 1080), ("u16-1080b", 104, "uint16", 400, 1080))
+DEPLOYMENT_SIZE_SETS = (("u16-1080", 103, "uint16", 240, 1080),
+                        ("u16-1080b", 104, "uint16", 400, 1080))
 HELD_OUT = ("heldout", 9001, "uint16", 200)
 # Cross-domain: (name, renderer, seed, count, artifact probability), all 1080 x 1080 uint16.
 # The model trains on halo, wave and monolayer frames; relief frames (never trained on) choose
@@ -275,7 +276,8 @@ def summary_table(by_set: dict[str, dict]) -> str:
         cells = [r["image"]["f1"], r["image"]["recall"], r["image"].get("false_flag_rate"),
                  r.get("pixel", {}).get("iou"), r.get("object_f1_iou50"),
                  r.get("unfamiliarity_median")]
-        rows.append(f"| {title} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
+        rows.append(f"| {title} | "
+                    + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
     return "\n".join(rows)
 
 
@@ -284,20 +286,25 @@ CROSS_SETS = (*DEPLOYMENT_SIZE_SETS,
                 for name, renderer, seed, count, p in CROSS_TRAIN))
 # Where each model is judged: (title, set name).
 JUDGED = (("in-domain: halo, 50% (seed 9001)", HELD_OUT[0]),
-          *((f"in-domain: {r}, {p:.0%} (seed {seed})", name) for name, r, seed, _, p in IN_DOMAIN_HELD_OUT),
-          *((f"**cross-domain: {r}, {p:.0%} (seed {seed})**", name) for name, r, seed, _, p in CROSS_HELD_OUT))
+          *((f"in-domain: {r}, {p:.0%} (seed {seed})", name)
+            for name, r, seed, _, p in IN_DOMAIN_HELD_OUT),
+          *((f"**cross-domain: {r}, {p:.0%} (seed {seed})**", name)
+            for name, r, seed, _, p in CROSS_HELD_OUT))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs"))
     args = parser.parse_args()
     log: list[str] = []
     sets = {"train": training_set(args.work, "train", TRAIN_SETS, log),
-            "train-mixed": training_set(args.work, "train-mixed", (*TRAIN_SETS, DEPLOYMENT_SIZE_SETS[0]), log),
+            "train-mixed": training_set(args.work, "train-mixed",
+                                        (*TRAIN_SETS, DEPLOYMENT_SIZE_SETS[0]), log),
             "train-1080": training_set(args.work, "train-1080", DEPLOYMENT_SIZE_SETS, log),
             "train-cross": training_set(args.work, "train-cross", CROSS_SETS, log)}
-    judged = {HELD_OUT[0]: synth(args.work, HELD_OUT[0], HELD_OUT[1], HELD_OUT[2], HELD_OUT[3], 1080, log)}
+    judged = {HELD_OUT[0]: synth(args.work, HELD_OUT[0], HELD_OUT[1], HELD_OUT[2], HELD_OUT[3],
+                                 1080, log)}
     for spec in (CROSS_VALIDATION, *IN_DOMAIN_HELD_OUT, *CROSS_HELD_OUT):
         judged[spec[0]] = rendered(args.work, spec, log)
     models = {}
@@ -309,7 +316,8 @@ def main() -> int:
     chosen = "supervised"  # labels only is the fine-tune route (bench/adapt.py)
     if DEFAULT_MODEL_DIR.exists():
         shutil.rmtree(DEFAULT_MODEL_DIR)
-    shutil.copytree(models[chosen], DEFAULT_MODEL_DIR, ignore=shutil.ignore_patterns("*.checkpoints"))
+    shutil.copytree(models[chosen], DEFAULT_MODEL_DIR,
+                    ignore=shutil.ignore_patterns("*.checkpoints"))
     for mode, model in models.items():
         for _title, name in JUDGED:
             kinds = ("eval.md", "eval.json", "ap_curve.png") if name == CROSS_HELD_OUT[0][0] \

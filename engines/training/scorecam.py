@@ -41,7 +41,8 @@ def scorecam(detector: Detector, frame: torch.Tensor, *, top_k: int = 32, chunk:
     chosen = chosen[strength[chosen] > 0]
     if len(chosen) == 0:
         return np.zeros(frame.shape[-2:], dtype=np.float32)
-    up = F.interpolate(maps[chosen][:, None], size=frame.shape[-2:], mode="bilinear", align_corners=False)
+    up = F.interpolate(maps[chosen][:, None], size=frame.shape[-2:], mode="bilinear",
+                       align_corners=False)
     low = up.flatten(1).amin(dim=1).view(-1, 1, 1, 1)
     high = up.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
     up = (up - low) / (high - low + 1e-8)  # (k, 1, H, W) in [0, 1]
@@ -163,4 +164,5 @@ def pseudo_mask(cam: np.ndarray, evidence: np.ndarray | None, rule: PseudoMaskRu
 def candidate_rules() -> list[PseudoMaskRule]:
     thresholds = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     return [PseudoMaskRule(t, refine, regions)
-            for refine, regions in ((True, True), (True, False), (False, False)) for t in thresholds]
+            for refine, regions in ((True, True), (True, False), (False, False))
+            for t in thresholds]

@@ -42,7 +42,7 @@ def make_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch = pytest.importorskip("torch")
         from engines.pytorch.models import Architecture, Detector, UNet
         from engines.training.export import write_model_folder
-        from engines.training.train import TrainedModels, TrainOptions
+        from engines.training.options import TrainedModels, TrainOptions
 
         torch.manual_seed(0)
         arch = Architecture(in_channels=1, unshuffle=4, detector_widths=(8, 16),

@@ -17,19 +17,16 @@ import torch
 
 from engines.data.dataset import load_dataset, split
 from engines.data.synth import SynthOptions, frame_for
+from engines.pytorch.models import Architecture
 from engines.pytorch.weights import load_torch_models
 from engines.runtime.base import pad_to_multiple
 from engines.runtime.modelcard import load_model
 from engines.runtime.onnxruntime import OnnxRuntimeEngine
-from engines.training.train import (
-    DEFAULTS,
-    CamCache,
-    Checkpoints,
-    TrainOptions,
-    bce_dice_loss,
-    main,
-    train_models,
-)
+from engines.training.export import write_model_folder
+from engines.training.fitting import Checkpoints, bce_dice_loss, fresh_models
+from engines.training.options import DEFAULTS, TrainedModels, TrainOptions
+from engines.training.targets import CamCache
+from engines.training.train import main, train_models
 from tests.engines.cli import train_args
 
 
@@ -85,6 +82,7 @@ def test_resume_continues_from_the_checkpoint(tiny_dataset, tmp_path):
     train_models(dataset, options, checkpoints)
     saved = torch.load(checkpoints.path("detector"), weights_only=False)
     assert saved["step"] == 2
+    assert sorted(p.name for p in checkpoints.folder.iterdir()) == ["detector.pt", "segmenter.pt"]
     more = TrainOptions(mode="supervised", detector_steps=3, segmenter_steps=3, batch_size=2,
                         crop=64, checkpoint_every=1, val_fraction=0.34)
     train_models(dataset, more, checkpoints)
@@ -160,6 +158,39 @@ def test_bad_training_input_is_refused_clearly(tiny_dataset, tmp_path, caplog, b
     assert not out.exists(), "no half-written model may be left behind"
 
 
+def test_a_replaced_model_stays_whole_until_the_new_one_is_in_place(tmp_path, monkeypatch):
+    """--overwrite: the old model folder is swapped out only once the new one is complete, and
+    comes back as it was when the new one cannot be renamed in; nothing is left beside it."""
+    arch = Architecture(in_channels=1, unshuffle=4, detector_widths=(8, 16), unet_widths=(8, 16))
+    detector, segmenter = fresh_models(arch, seed=0)
+    out = tmp_path / "model"
+
+    def write(name: str) -> None:
+        trained = TrainedModels(detector.eval(), segmenter.eval(), 0.5, 0.5, "supervised", "all",
+                                {}, [])
+        write_model_folder(out, trained, TrainOptions(arch=arch, name=name), "data", version="0")
+
+    write("old")
+    rename = Path.rename
+
+    def staging_cannot_move_in(self: Path, target: Path) -> Path:
+        if Path(target) == out and ".old." not in self.name:
+            raise OSError("no space left on device")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", staging_cannot_move_in)
+    with pytest.raises(OSError, match="no space left"):
+        write("new")
+    monkeypatch.undo()
+    assert load_model(out).card.name == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    write("new")
+    assert load_model(out).card.name == "new"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["detector.onnx", "segmenter.onnx", "detector.pt", "segmenter.pt", "model.json"])
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
 def test_weak_mode_can_take_a_detector_and_continue_a_model(tiny_dataset, tiny_models, tmp_path):
     out = tmp_path / "continued"
     extra = ("--detector-from", str(tiny_models["supervised"]), "--init", str(tiny_models["weak"]))
@@ -200,7 +231,7 @@ def test_impossible_step_counts_are_refused_by_name(tiny_dataset, tmp_path, capl
 
 
 def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
-    from engines.training.train import best_f1_threshold
+    from engines.training.validation import best_f1_threshold
 
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
@@ -213,7 +244,7 @@ def test_the_detector_threshold_is_chosen_for_the_verdict_the_service_gives():
 
 
 def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
-    from engines.training.train import choose_verdict
+    from engines.training.validation import choose_verdict
 
     scores = np.array([0.9, 0.2, 0.5])
     truth = np.array([1, 1, 0])
@@ -230,7 +261,7 @@ def test_auto_segments_every_frame_only_where_that_makes_the_verdict_better():
 
 
 def test_the_verdict_stays_quiet_on_clean_frames_when_asked():
-    from engines.training.train import choose_verdict
+    from engines.training.validation import choose_verdict
 
     # A clean frame of an unusual plate scores above two of the artifact frames.
     scores = np.array([0.97, 0.9, 0.6, 0.58, 0.62, 0.1, 0.1, 0.1])
@@ -242,7 +273,7 @@ def test_the_verdict_stays_quiet_on_clean_frames_when_asked():
 
 
 def test_a_larger_minimum_area_is_chosen_when_specks_flag_clean_frames():
-    from engines.training.train import choose_verdict
+    from engines.training.validation import choose_verdict
 
     scores = np.array([0.9, 0.2, 0.1, 0.1])
     truth = np.array([1, 1, 0, 0])
@@ -278,7 +309,7 @@ def test_scorecam_maps_are_kept_for_a_later_run_with_the_same_detector(
     def no_scorecam(*args, **kwargs):
         raise AssertionError("ScoreCAM ran although its map was in the cache")
 
-    monkeypatch.setattr("engines.training.train.scorecam", no_scorecam)
+    monkeypatch.setattr("engines.training.targets.scorecam", no_scorecam)
     assert main(train_args(tiny_dataset, tmp_path / "second", mode="weak", extra=extra)) == 0
     first = torch.load(tmp_path / "first" / "segmenter.pt", weights_only=True)
     second = torch.load(tmp_path / "second" / "segmenter.pt", weights_only=True)
@@ -305,7 +336,8 @@ def test_the_cam_cache_is_per_detector_and_makes_damaged_maps_again(tiny_models,
 
 def test_init_default_fine_tunes_the_shipped_model_with_short_defaults(tiny_dataset, tmp_path):
     """`--init default` is the word the config accepts; fine-tuning defaults are the short ones."""
-    from engines.training.train import FINE_TUNE_STEPS, add_arguments
+    from engines.training.options import FINE_TUNE_STEPS
+    from engines.training.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -412,7 +444,7 @@ def test_labels_only_fine_tuning_takes_pseudo_masks_from_the_models_own_outlines
         tiny_dataset, tiny_models, tmp_path):
     """Weak mode from --init: the initial U-Net's outlines (where ScoreCAM points) are the
     pseudo-masks, and clean frames stay empty; a from-scratch weak run uses image evidence."""
-    from engines.training.train import Outliner, initial_outliner
+    from engines.training.targets import Outliner, initial_outliner
 
     options = TrainOptions(init=tiny_models["supervised"])
     _, segmenter = load_torch_models(tiny_models["supervised"],

@@ -1,0 +1,88 @@
+"""What a training run is asked to do: its options, its result, and the checks that the options
+fit the data (device, mode, detector crops) before any network trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from engines.data.dataset import Dataset, DatasetError
+from engines.pytorch.models import Architecture, Detector, UNet
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOptions:
+    # "weak" | "supervised" | "auto" (supervised when every artifact frame has a mask)
+    mode: str = "auto"
+    detector_steps: int = 600
+    segmenter_steps: int = 1200
+    batch_size: int = 8
+    crop: int = 256  # segmenter training crop, full-resolution px (multiple of the pad multiple)
+    # Fraction of segmenter crops centred on an artifact. Artifacts are small, so some focus is
+    # needed; too much teaches a prior far above a whole frame's and the U-Net over-segments.
+    focus: float = 0.5
+    learning_rate: float = 2e-3
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 100
+    cam_top_k: int = 32
+    # Folder of ScoreCAM maps kept between runs: the maps are the slow part of weak mode, and
+    # a later stage with the same detector and frames needs the same ones.
+    cam_cache: Path | None = None
+    min_area_px: int = 40  # the smallest minimum area validation considers
+    # Share of clean validation frames the chosen verdict may flag: a screen is ~90 % clean.
+    max_false_flag_rate: float = 0.03
+    # Frames the segmenter runs on in service: "all", "flagged", or "auto" (the one whose
+    # verdict has the better image F1 on validation); validation chooses the detector
+    # threshold for it (engines.runtime.modelcard.frame_flagged).
+    segment: str = "auto"
+    name: str = "artifactd"
+    init: Path | None = None  # start both networks from this model folder (fine-tuning)
+    detector_from: Path | None = None  # take this model's detector as is; train only the U-Net
+    arch: Architecture = field(default_factory=Architecture)
+
+
+DEFAULTS = TrainOptions()
+# Fine-tuning (--init) starts from networks that already know artifacts, so it needs far fewer
+# steps: on ~100 frames of 1024 x 1024 this fits in about 5 minutes on a 2-core CPU, where the
+# detector (full frames, ~1 s a step) and ScoreCAM (~1.3 s per artifact frame) take most of it.
+FINE_TUNE_STEPS = {"detector": 150, "segmenter": 600}
+
+
+@dataclass(slots=True)
+class TrainedModels:
+    detector: Detector
+    segmenter: UNet
+    detect_threshold: float
+    segment_threshold: float
+    mode: str
+    segment: str  # frames the segmenter runs on: "all" | "flagged"
+    validation: dict[str, float]
+    notes: list[str]
+    familiarity: dict = field(default_factory=dict)  # engines.runtime.familiarity statistics
+    min_area_px: int = 40  # chosen on validation with the thresholds
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DatasetError("--device cuda: no CUDA device is available; expected --device cpu")
+    return torch.device(name)
+
+
+def resolve_mode(dataset: Dataset, mode: str) -> str:
+    artifact_frames = [s for s in dataset.samples if s.label == 1]
+    all_masked = all(s.mask is not None for s in artifact_frames)
+    if mode == "auto":
+        return "supervised" if all_masked else "weak"
+    if mode == "supervised" and not all_masked:
+        missing = next(s.source for s in artifact_frames if s.mask is None)
+        raise DatasetError(
+            f"supervised mode needs a mask for every artifact frame; none for {missing} "
+            "(give --masks, or use --mode weak)"
+        )
+    return mode
