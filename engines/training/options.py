@@ -50,6 +50,10 @@ DEFAULTS = TrainOptions()
 # steps: on ~100 frames of 1024 x 1024 this fits in about 5 minutes on a 2-core CPU, where the
 # detector (full frames, ~1 s a step) and ScoreCAM (~1.3 s per artifact frame) take most of it.
 FINE_TUNE_STEPS = {"detector": 150, "segmenter": 600}
+# From labels alone the fine-tune keeps the U-Net as it is: on frames of a renderer it had never
+# seen, 600 steps on ScoreCAM pseudo-masks (image evidence or its own outlines) lowered pixel
+# IoU (bench/RESULTS.md, adaptation). --segmenter-steps N still trains it.
+LABELS_ONLY_FINE_TUNE_SEGMENTER_STEPS = 0
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from engines import __version__
 from engines.data.dataset import Dataset, DatasetError, load_dataset, split
 from engines.pytorch.models import Architecture, pad_multiple
 from engines.runtime.familiarity import Familiarity, appearance
-from engines.runtime.modelcard import SEGMENT_MODES
+from engines.runtime.modelcard import SEGMENT_MODES, load_model
 from engines.training.fitting import (
     Checkpoints,
     deterministic_kernels,
@@ -44,13 +44,14 @@ from engines.training.fitting import (
 from engines.training.options import (
     DEFAULTS,
     FINE_TUNE_STEPS,
+    LABELS_ONLY_FINE_TUNE_SEGMENTER_STEPS,
     TrainedModels,
     TrainOptions,
     pick_device,
     resolve_mode,
 )
 from engines.training.targets import initial_outliner, segmenter_targets
-from engines.training.validation import validate
+from engines.training.validation import Starting, validate
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,9 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
     if validation is not None:  # thresholds chosen on another domain's frames
         judge, judged_idx = validation, np.arange(len(validation.samples))
         notes.append(f"thresholds chosen on {len(judged_idx)} separate validation frames")
-    verdict = validate(judge, (detector, segmenter), judged_idx, options, device)
+    verdict = validate(judge, (detector, segmenter), judged_idx, options, device,
+                       starting_thresholds(options))
+    notes.extend(verdict.kept)
     notes.append(f"segment {verdict.segment}, minimum area {verdict.min_area_px} px, detector "
                  f"threshold {verdict.detect_threshold}: the best validation image F1 "
                  f"({verdict.f1:.3f}) flagging at most {options.max_false_flag_rate:.0%} of "
@@ -110,6 +113,15 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
     return TrainedModels(detector, segmenter, verdict.detect_threshold, verdict.segment_threshold,
                          mode, verdict.segment, verdict.validation, notes, familiarity,
                          verdict.min_area_px)
+
+
+def starting_thresholds(options: TrainOptions) -> Starting | None:
+    """The --init model card's thresholds (None when training from scratch)."""
+    if options.init is None:
+        return None
+    card = load_model(options.init).card
+    return Starting(card.detect_threshold, card.segment_threshold, card.segment,
+                    card.min_area_px)
 
 
 def training_appearance(dataset: Dataset, train_idx: np.ndarray) -> dict:
@@ -215,6 +227,7 @@ def main(args: argparse.Namespace) -> int:
         dataset = load_dataset(args.frames, args.labels, args.masks, in_channels=args.channels)
         check_trainable(dataset, args.labels, mixed_bit_depths=args.mixed_bit_depths)
         validation = validation_set(args)
+        options = labels_only_fine_tune(options, dataset, args)
         trained = train_models(dataset, options, checkpoints, validation)
     except DatasetError as exc:
         logger.error("%s", exc)
@@ -224,6 +237,17 @@ def main(args: argparse.Namespace) -> int:
     logger.info("model written to %s (%s mode, validation %s)", out, trained.mode,
                 trained.validation)
     return 0
+
+
+def labels_only_fine_tune(options: TrainOptions, dataset: Dataset,
+                          args: argparse.Namespace) -> TrainOptions:
+    """A fine-tune from image labels alone keeps the U-Net unless --segmenter-steps asks."""
+    if (args.init is None or args.segmenter_steps is not None
+            or resolve_mode(dataset, options.mode) != "weak"):
+        return options
+    logger.info("labels only: the U-Net of --init is kept as it is (--segmenter-steps N trains "
+                "it on ScoreCAM pseudo-masks)")
+    return replace(options, segmenter_steps=LABELS_ONLY_FINE_TUNE_SEGMENTER_STEPS)
 
 
 def validation_set(args: argparse.Namespace) -> Dataset | None:
@@ -240,7 +264,7 @@ def validation_set(args: argparse.Namespace) -> Dataset | None:
 
 def check_model_folder(flag: str, folder: str | Path | None) -> None:
     """A mistyped --init or --detector-from is named before any data is read."""
-    from engines.runtime.modelcard import ModelError, load_model
+    from engines.runtime.modelcard import ModelError
 
     if folder is None:
         return

@@ -23,8 +23,29 @@ from engines.training.options import TrainOptions
 SEGMENT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
+@dataclass(frozen=True, slots=True)
+class Starting:
+    """The thresholds on the card of the model being fine-tuned (--init). Validation keeps
+    them where its frames cannot measure a better choice: the U-Net's pixel threshold without
+    validation masks; and, where there are too few clean frames to measure the false-flag cap
+    (at 3 %, fewer than 34), the segment mode and minimum area, with the detector threshold as
+    a floor. A 20-frame split of ~100 labelled frames otherwise put a fine-tune's threshold at
+    0.3 with none of its 9 clean frames flagged, and it flagged 27 % of clean test frames; with
+    the floor alone it chose to segment every frame, and flagged 43 %."""
+
+    detect_threshold: float
+    segment_threshold: float
+    segment: str = "flagged"
+    min_area_px: int = 40
+
+    def detector_floor(self, clean_frames: int, max_false_flag_rate: float) -> float:
+        measurable = clean_frames * max_false_flag_rate >= 1
+        return 0.0 if measurable else self.detect_threshold
+
+
 def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,
-             options: TrainOptions, device: torch.device) -> Verdict:
+             options: TrainOptions, device: torch.device,
+             starting: Starting | None = None) -> Verdict:
     """Segment mode, thresholds and minimum artifact area chosen on the validation frames, for
     the model as the service runs it.
 
@@ -32,6 +53,7 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
     Then, per segment mode and minimum area, the detector threshold with the best image F1 of
     the service's verdict among those flagging at most `max_false_flag_rate` of the clean
     frames: most real fields are clean, and a service that flags them is switched off.
+    `starting` (fine-tuning) keeps what these frames cannot measure (see Starting).
     """
     detector, segmenter = models
     multiple = pad_multiple(options.arch)
@@ -40,24 +62,40 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
     probs = [predict(segmenter, image, multiple, device) for image in images]
     results: dict[str, float] = {}
     masked = [k for k, i in enumerate(val_idx) if dataset.samples[i].mask is not None]
-    segment_t = 0.5
+    segment_t = 0.5 if starting is None else starting.segment_threshold
+    kept: list[str] = []
+    if not masked and starting is not None:
+        kept.append(f"U-Net threshold {segment_t} kept from the initial model (no validation "
+                    "masks)")
     if masked:
         truths = [dataset.samples[val_idx[k]].mask > 0 for k in masked]
         by_t = {t: pooled_iou([probs[k] >= t for k in masked], truths) for t in SEGMENT_THRESHOLDS}
         segment_t = max(by_t, key=by_t.get)
         results["val_pixel_iou"] = round(by_t[segment_t], 4)
     # Artifact counts per minimum area, as the service would find them (every frame segmented).
-    found = {}
-    for area in min_area_candidates(options.min_area_px):
+    def counts(area: int) -> np.ndarray:
         service = AnalysisOptions(1.0, True, PostprocessOptions(threshold=segment_t,
                                                                 min_area_px=area))
-        found[area] = np.array([measure(s, p, image, service).n_artifacts
-                                for s, p, image in zip(scores, probs, images, strict=True)])
-    verdict = choose_verdict(scores, dataset.labels[val_idx], found, options.segment,
-                             options.max_false_flag_rate)
+        return np.array([measure(s, p, image, service).n_artifacts
+                         for s, p, image in zip(scores, probs, images, strict=True)])
+
+    found = {area: counts(area) for area in min_area_candidates(options.min_area_px)}
+    truth = dataset.labels[val_idx]
+    floor = (0.0 if starting is None else
+             starting.detector_floor(int(np.sum(truth == 0)), options.max_false_flag_rate))
+    segment = options.segment
+    if floor:
+        kept.append(f"segment {starting.segment}, minimum area {starting.min_area_px} px and a "
+                    f"detector threshold of at least {floor}, the initial model's: "
+                    f"{int(np.sum(truth == 0))} clean validation frames cannot measure a "
+                    f"{options.max_false_flag_rate:.0%} false-flag rate")
+        segment = starting.segment
+        area = starting.min_area_px
+        found = {area: found[area] if area in found else counts(area)}
+    verdict = choose_verdict(scores, truth, found, segment, options.max_false_flag_rate, floor)
     results["val_image_f1"] = round(verdict.f1, 4)
     results["val_false_flag_rate"] = round(verdict.false_flag_rate, 4)
-    return replace(verdict, segment_threshold=segment_t, validation=results)
+    return replace(verdict, segment_threshold=segment_t, validation=results, kept=tuple(kept))
 
 
 def min_area_candidates(least: int) -> tuple[int, ...]:
@@ -77,10 +115,12 @@ class Verdict:
     false_flag_rate: float
     segment_threshold: float = 0.5
     validation: dict[str, float] = field(default_factory=dict)
+    kept: tuple[str, ...] = ()  # what was kept from the initial model, and why
 
 
 def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | dict[int, np.ndarray],
-                   segment: str, max_false_flag_rate: float = 1.0) -> Verdict:
+                   segment: str, max_false_flag_rate: float = 1.0,
+                   floor: float = 0.0) -> Verdict:
     """For "auto", "all" only where the U-Net's findings on every frame make the verdict
     better than the detector alone (a U-Net trained on pseudo-masks may find specks in clean
     frames; one trained on masks finds faint dirt). `found` is the segmenter's artifact count
@@ -95,7 +135,7 @@ def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | di
             if mode == "flagged" and area != smallest:
                 continue  # only the U-Net's findings on every frame change the verdict
             counted = counts if mode == "all" else np.zeros_like(counts)
-            t, f1, ffr = verdict_quality(scores, truth, counted, max_false_flag_rate)
+            t, f1, ffr = verdict_quality(scores, truth, counted, max_false_flag_rate, floor)
             meets = ffr <= max_false_flag_rate + 1e-9
             key = (meets, f1 if meets else -ffr, f1)
             if best_key is None or key > best_key:
@@ -113,15 +153,18 @@ def best_f1_threshold(scores: np.ndarray, truth: np.ndarray, found: np.ndarray |
 
 
 def verdict_quality(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | None,
-                    max_false_flag_rate: float) -> tuple[float, float, float]:
-    """(threshold, image F1, clean-field false-flag rate) of the best detector threshold.
+                    max_false_flag_rate: float, floor: float = 0.0
+                    ) -> tuple[float, float, float]:
+    """(threshold, image F1, clean-field false-flag rate) of the best detector threshold, none
+    below `floor`.
 
     Where several thresholds are equally good (a small validation set), the middle one of the
     best run is taken: the widest margin on both sides, not the edge that just passes."""
     found = np.zeros(len(scores), dtype=np.int64) if found is None else found
     clean = max(1, int(np.sum(truth == 0)))
     candidates = []
-    for t in np.arange(0.05, 0.96, 0.05):
+    grid = [t for t in np.arange(0.05, 0.96, 0.05) if t >= floor - 1e-9] or [floor]
+    for t in grid:
         flagged = np.array([frame_flagged(s, n, t) for s, n in zip(scores, found, strict=True)])
         tp = np.sum(flagged & (truth == 1))
         f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())

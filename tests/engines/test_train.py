@@ -468,3 +468,49 @@ def test_labels_only_fine_tuning_takes_pseudo_masks_from_the_models_own_outlines
     assert main(train_args(data, out, mode="weak", extra=extra)) == 0
     assert any("pseudo-masks: whole regions the initial U-Net outlines" in n
                for n in load_model(out).card.notes)
+
+
+def test_too_few_clean_frames_keep_the_initial_detector_threshold_as_a_floor():
+    """Nine clean frames cannot measure a 3 % false-flag rate: a fine-tune's threshold is not
+    put below the initial model's; with 40 clean frames the cap is measurable and no floor."""
+    from engines.training.validation import Starting, choose_verdict
+
+    starting = Starting(detect_threshold=0.8, segment_threshold=0.98)
+    assert starting.detector_floor(9, 0.03) == 0.8
+    assert starting.detector_floor(40, 0.03) == 0.0
+    scores = np.array([0.35, 0.4, 0.9, 0.95, 0.1, 0.2, 0.25, 0.1])
+    truth = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    free = choose_verdict(scores, truth, np.zeros(8, int), "flagged", 0.03)
+    floored = choose_verdict(scores, truth, np.zeros(8, int), "flagged", 0.03, floor=0.8)
+    assert free.detect_threshold < 0.35 and free.f1 == 1.0
+    assert floored.detect_threshold >= 0.8
+
+
+def test_a_labels_only_fine_tune_keeps_the_unet_and_its_thresholds(tiny_dataset, tiny_models,
+                                                                   tmp_path):
+    """From labels alone (--init, no masks, no --segmenter-steps) the U-Net and its pixel
+    threshold stay as the initial model's; a few validation frames keep its detector
+    threshold as the floor. The card says so."""
+    data = _copy(tiny_dataset, tmp_path)
+    shutil.rmtree(data / "masks")
+    (data / "masks").mkdir()
+    start = tiny_models["supervised"]
+    parser = argparse.ArgumentParser()
+    from engines.training.train import add_arguments
+
+    add_arguments(parser)
+    args = parser.parse_args(["--frames", str(data / "frames"), "--labels",
+                              str(data / "labels.csv"), "--out", str(tmp_path / "tuned"),
+                              "--init", str(start), "--mode", "weak", "--detector-steps", "2",
+                              "--batch-size", "2", "--val-fraction", "0.34"])
+    assert main(args) == 0
+    before, after = load_model(start).card, load_model(tmp_path / "tuned").card
+    assert after.segment_threshold == before.segment_threshold
+    assert after.detect_threshold >= before.detect_threshold
+    weights = torch.load(start / "segmenter.pt", weights_only=True)
+    kept = torch.load(tmp_path / "tuned" / "segmenter.pt", weights_only=True)
+    assert all(torch.equal(weights[k], kept[k]) for k in weights)
+    assert "U-Net taken as is (no segmenter steps)" in after.notes
+    assert any("kept from the initial model (no validation masks)" in n for n in after.notes)
+    assert any("cannot measure a 3% false-flag rate" in n for n in after.notes)
+    assert (after.segment, after.min_area_px) == (before.segment, before.min_area_px)
