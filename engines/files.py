@@ -7,6 +7,7 @@ or the complete new one, and after a power cut the new one is either there whole
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable
@@ -22,7 +23,8 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     2. after `write` returns (having closed its handle, which flushes Python's buffer), the
        file is fsynced, so its data is on disk before its name is;
     3. os.replace swaps it in: a reader sees the old file or the new one, never a mix;
-    4. the folder is fsynced, so the rename itself survives a crash.
+    4. the folder is fsynced, so the rename itself survives a crash (where the filesystem
+       allows it: `sync_folder_entry`).
 
     The temporary name starts with a dot (artifactd's folder watcher ignores it) and carries
     the process id and a random part, so two writers, processes or threads, never share one. It
@@ -38,7 +40,24 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync(path.parent, directory=True)
+    sync_folder_entry(path.parent)
+
+
+def sync_tree(folder: Path) -> None:
+    """fsync every file and folder under `folder`, and `folder` itself: its contents are on
+    disk before a rename makes the folder visible."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            _fsync(Path(root) / name)
+        sync_folder_entry(Path(root))
+
+
+def sync_folder_entry(folder: Path) -> None:
+    """fsync a folder, so renames in it survive a crash. Some network and FUSE filesystems
+    refuse fsync on a folder; there the data is already as safe as that filesystem allows, and
+    the write has succeeded, so that refusal is not an error."""
+    with contextlib.suppress(OSError):
+        _fsync(folder, directory=True)
 
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:

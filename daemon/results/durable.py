@@ -19,7 +19,8 @@ folder involved. With `fsync=False` the barriers are skipped: still atomic and o
 when the process dies, but the last appends can be lost on power loss.
 
 Files others read outside the store (CSV, TIFF exports, task lists) are written with
-engines.files.replace_atomically instead: atomic, but without these barriers. The store's own
+engines.files.replace_atomically instead: atomic and fsynced file by file, without the
+store's barriers or its fsync switch. The store's own
 temporary files end in ".partial", which a writer removes when it opens the store.
 """
 

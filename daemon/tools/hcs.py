@@ -60,7 +60,8 @@ def export_plate(store: Any, out: Path, plate: str | None = None) -> int:
         raise PlateExportError(f"plate {name!r}: no frame with a thumbnail and a well position; "
                                "expected frames stored with [thumbnails] enabled = true")
     # A folder, written whole and renamed into place: readers see all of the plate or none.
-    # (engines.files.replace_atomically is the same for single files.)
+    # (Atomic but not fsynced: an export can be made again; engines.files.replace_atomically
+    # also fsyncs, for single files.)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:

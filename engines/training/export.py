@@ -24,6 +24,7 @@ import onnx
 import torch
 from torch import nn
 
+from engines.files import sync_folder_entry, sync_tree
 from engines.pytorch.models import Architecture, pad_multiple
 from engines.runtime.modelcard import ModelCard
 
@@ -131,9 +132,13 @@ def write_model_folder(out: Path, trained: TrainedModels, options: TrainOptions,
 def swap_in(staging: Path, out: Path) -> None:
     """Rename the complete folder `staging` to `out`. An existing `out` is renamed aside, beside
     it under a hidden name, and deleted after the new folder is in; should the second rename
-    fail, the old folder is put back, so `out` holds the old model or the new one."""
+    fail, the old folder is put back, so `out` holds the old model or the new one. The new
+    files are on disk before either rename, and the renames before the old folder goes, so a
+    power cut leaves a whole model too."""
+    sync_tree(staging)
     if not out.exists():
         staging.rename(out)
+        sync_folder_entry(out.parent)
         return
     aside = out.with_name(f".{out.name}.old.{os.getpid()}.{secrets.token_hex(4)}")
     out.rename(aside)
@@ -142,4 +147,5 @@ def swap_in(staging: Path, out: Path) -> None:
     except BaseException:
         aside.rename(out)
         raise
+    sync_folder_entry(out.parent)
     shutil.rmtree(aside, ignore_errors=True)

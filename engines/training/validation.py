@@ -4,6 +4,7 @@ model as the service runs it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -39,7 +40,8 @@ class Starting:
     min_area_px: int = 40
 
     def detector_floor(self, clean_frames: int, max_false_flag_rate: float) -> float:
-        measurable = clean_frames * max_false_flag_rate >= 1
+        # A cap of 0 is measured as strictly as the default 3 %: 34 clean frames.
+        measurable = clean_frames * max(max_false_flag_rate, 0.03) >= 1
         return 0.0 if measurable else self.detect_threshold
 
 
@@ -85,11 +87,11 @@ def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarra
              starting.detector_floor(int(np.sum(truth == 0)), options.max_false_flag_rate))
     segment = options.segment
     if floor:
-        kept.append(f"segment {starting.segment}, minimum area {starting.min_area_px} px and a "
+        segment = starting.segment if options.segment == "auto" else options.segment
+        kept.append(f"segment {segment}, minimum area {starting.min_area_px} px and a "
                     f"detector threshold of at least {floor}, the initial model's: "
                     f"{int(np.sum(truth == 0))} clean validation frames cannot measure a "
                     f"{options.max_false_flag_rate:.0%} false-flag rate")
-        segment = starting.segment
         area = starting.min_area_px
         found = {area: found[area] if area in found else counts(area)}
     verdict = choose_verdict(scores, truth, found, segment, options.max_false_flag_rate, floor)
@@ -163,7 +165,8 @@ def verdict_quality(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | N
     found = np.zeros(len(scores), dtype=np.int64) if found is None else found
     clean = max(1, int(np.sum(truth == 0)))
     candidates = []
-    grid = [t for t in np.arange(0.05, 0.96, 0.05) if t >= floor - 1e-9] or [floor]
+    grid = ([t for t in np.arange(0.05, 0.96, 0.05) if t >= floor - 1e-9]
+            or [math.ceil(floor * 100) / 100])  # rounded up: never below the floor
     for t in grid:
         flagged = np.array([frame_flagged(s, n, t) for s, n in zip(scores, found, strict=True)])
         tp = np.sum(flagged & (truth == 1))

@@ -484,6 +484,10 @@ def test_too_few_clean_frames_keep_the_initial_detector_threshold_as_a_floor():
     floored = choose_verdict(scores, truth, np.zeros(8, int), "flagged", 0.03, floor=0.8)
     assert free.detect_threshold < 0.35 and free.f1 == 1.0
     assert floored.detect_threshold >= 0.8
+    # A cap of 0 needs as many clean frames as 3 %; a floor above the grid is not rounded down.
+    assert starting.detector_floor(10**6, 0.0) == 0.0 and starting.detector_floor(20, 0.0) == 0.8
+    high = choose_verdict(scores, truth, np.zeros(8, int), "flagged", 0.03, floor=0.975)
+    assert high.detect_threshold >= 0.975
 
 
 def test_a_labels_only_fine_tune_keeps_the_unet_and_its_thresholds(tiny_dataset, tiny_models,
