@@ -82,12 +82,16 @@ class ModelConfig:
     threads: int = 0  # CPU threads per inference engine; 0 = cores / pipeline.engine_workers
     segment: str = "model"  # "model" (as its card says) | "flagged" | "all"
     engine_cache: str = ""  # folder for built TensorRT engines; default ~/.cache/artifactd
+    detect_threshold: float = 0.0  # 0: the model card's; else flag frames scoring at least this
 
     def check(self) -> None:
         _choice("model.backend", self.backend, ("auto", "onnxruntime", "torch", "tensorrt"))
         _choice("model.precision", self.precision, PRECISIONS)
         _choice("model.segment", self.segment, ("model", *SEGMENT_MODES))
         _positive("model.threads", self.threads, allow_zero=True)
+        if not 0 <= self.detect_threshold < 1:
+            raise ConfigError(f"model.detect_threshold: expected 0 (the model card's) or a "
+                              f"probability below 1, got {self.detect_threshold!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ class Analysis:
 
     @classmethod
     def for_model(cls, config: Config, bundle: ModelBundle) -> Analysis:
-        return cls(postprocess_options(config, bundle), bundle.card.detect_threshold,
+        return cls(postprocess_options(config, bundle), detect_threshold(config, bundle),
                    segment_all(config, bundle), Familiarity.from_dict(bundle.card.familiarity))
 
     @property
@@ -78,6 +78,11 @@ def postprocess_options(config: Config, bundle: ModelBundle) -> PostprocessOptio
         min_area_px=pp.min_area_px or card.min_area_px, min_area_um2=pp.min_area_um2,
         fill_holes=pp.fill_holes,
     )
+
+
+def detect_threshold(config: Config, bundle: ModelBundle) -> float:
+    """The detector threshold: the config's where set, else the model card's."""
+    return config.model.detect_threshold or bundle.card.detect_threshold
 
 
 def segment_all(config: Config, bundle: ModelBundle) -> bool:

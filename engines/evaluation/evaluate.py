@@ -63,12 +63,12 @@ class MethodRun:
 
 
 def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
-              segment: str | None = None) -> MethodRun:
+              segment: str | None = None, detect_threshold: float | None = None) -> MethodRun:
     from engines.select import create_engine
 
     engine = create_engine(bundle, backend=backend, threads=threads)
     card = bundle.card
-    options = AnalysisOptions.from_card(card, segment)
+    options = AnalysisOptions.from_card(card, segment, detect_threshold)
     run = MethodRun(f"artifactd ({card.mode})")
     familiarity = Familiarity.from_dict(card.familiarity)
     try:
@@ -195,8 +195,9 @@ def plot_ap(results: list[dict], path: Path) -> None:
 
 
 def evaluate(bundle: ModelBundle, dataset: Dataset, *, backend: str = "onnxruntime",
-             threads: int = 0, baselines: bool = True, segment: str | None = None) -> list[dict]:
-    runs = [run_model(bundle, dataset, backend, threads, segment)]
+             threads: int = 0, baselines: bool = True, segment: str | None = None,
+             detect_threshold: float | None = None) -> list[dict]:
+    runs = [run_model(bundle, dataset, backend, threads, segment, detect_threshold)]
     if baselines:
         min_area = bundle.card.min_area_px
         runs.append(run_baseline("global Otsu", otsu_baseline, dataset, min_area))
@@ -226,11 +227,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     parser.add_argument("--segment", choices=SEGMENT_MODES,
                         help="frames the segmenter runs on (default: as the model card says)")
+    parser.add_argument("--detect-threshold", type=float, metavar="P",
+                        help="flag frames the detector scores at least P (default: the model "
+                             "card's); as [model] detect_threshold in the service")
     parser.add_argument("--no-baselines", action="store_true",
                         help="skip the thresholding baselines")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.detect_threshold is not None and not 0 < args.detect_threshold < 1:
+        logger.error("--detect-threshold %s: expected a probability between 0 and 1",
+                     args.detect_threshold)
+        return 2
     try:
         bundle = load_model(args.model)
         dataset = load_dataset(args.frames, args.labels, args.masks,
@@ -239,9 +247,11 @@ def main(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
     results = evaluate(bundle, dataset, backend=args.backend, threads=args.threads,
-                       baselines=not args.no_baselines, segment=args.segment)
+                       baselines=not args.no_baselines, segment=args.segment,
+                       detect_threshold=args.detect_threshold)
     meta = {"model": bundle.model_id, "frames": str(args.frames), "n_frames": len(dataset.samples),
             "segment": args.segment or bundle.card.segment,
+            "detect_threshold": args.detect_threshold or bundle.card.detect_threshold,
             "data_hash": dataset.fingerprint}
     write_report(results, args.out, meta)
     print(markdown_table(results))

@@ -26,9 +26,11 @@ class AnalysisOptions:
     postprocess: PostprocessOptions
 
     @classmethod
-    def from_card(cls, card: ModelCard, segment: str | None = None) -> AnalysisOptions:
-        """As the model card says (`segment` overrides its segment mode)."""
-        return cls(card.detect_threshold, segments_every_frame(card, segment),
+    def from_card(cls, card: ModelCard, segment: str | None = None,
+                  detect_threshold: float | None = None) -> AnalysisOptions:
+        """As the model card says (`segment` and `detect_threshold` override it)."""
+        threshold = card.detect_threshold if detect_threshold is None else detect_threshold
+        return cls(threshold, segments_every_frame(card, segment),
                    PostprocessOptions(threshold=card.segment_threshold,
                                       min_area_px=card.min_area_px))
 

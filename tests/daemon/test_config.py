@@ -52,6 +52,8 @@ def test_every_config_field_appears_in_the_shipped_file():
         ({"optics": {"enabled": "yes"}}, "optics.enabled"),
         ({"service": {"log_level": "LOUD"}}, "service.log_level"),
         ({"model": {"threads": True}}, "model.threads"),
+        ({"model": {"detect_threshold": 1.0}}, "model.detect_threshold"),
+        ({"model": {"detect_threshold": -0.1}}, "model.detect_threshold"),
         ({"pipeline": {"engine_workers": -1}}, "pipeline.engine_workers"),
         ({"thumbnails": {"downsample": 0}}, "thumbnails.downsample"),
         ({"thumbnails": {"enabled": "yes"}}, "thumbnails.enabled"),

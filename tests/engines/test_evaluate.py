@@ -87,3 +87,23 @@ def test_eval_runs_the_segmenter_as_the_card_says_and_flags_what_it_finds(tmp_pa
     assert every["results"][0]["pixel"]["iou"] > 0.5
     assert gated["results"][0]["image"]["recall"] == 0.0
     assert gated["results"][0]["pixel"]["iou"] == 0.0
+
+
+def test_eval_flags_at_the_threshold_it_is_given(tiny_models, tmp_path, caplog):
+    """--detect-threshold judges the model as the service does with [model] detect_threshold:
+    a threshold just above 0 flags every frame; a value outside (0, 1) is refused by name."""
+    data = write_dataset(tmp_path / "heldout", 6, seed=99,
+                         options=SynthOptions(height=128, width=128), progress=False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    common = ["--model", str(tiny_models["supervised"]), "--frames", str(data / "frames"),
+              "--labels", str(data / "labels.csv"), "--no-baselines", "--threads", "1"]
+    out = tmp_path / "eval"
+    assert main(parser.parse_args([*common, "--out", str(out), "--detect-threshold",
+                                   "1e-9"])) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["meta"]["detect_threshold"] == 1e-9
+    assert report["results"][0]["image"]["recall"] == 1.0
+    assert main(parser.parse_args([*common, "--out", str(tmp_path / "no"),
+                                   "--detect-threshold", "1.5"])) == 2
+    assert "--detect-threshold 1.5: expected a probability between 0 and 1" in caplog.text
