@@ -47,9 +47,10 @@ class TrainOptions:
 
 DEFAULTS = TrainOptions()
 # Fine-tuning (--init) starts from networks that already know artifacts, so it needs far fewer
-# steps: on ~100 frames of 1024 x 1024 this fits in about 5 minutes on a 2-core CPU, where the
-# detector (full frames, ~1 s a step) and ScoreCAM (~1.3 s per artifact frame) take most of it.
-FINE_TUNE_STEPS = {"detector": 150, "segmenter": 600}
+# steps: on ~100 labelled frames of 1080 x 1080 this took 7.3 minutes on a 2-core CPU (bench/
+# RESULTS.md), the detector on full frames (~1.3 s a step) taking most of it; ScoreCAM (~1.3 s
+# per artifact frame) and the U-Net steps come on top only where they run.
+FINE_TUNE_STEPS = {"detector": 300, "segmenter": 600}
 # From labels alone the fine-tune keeps the U-Net as it is: on frames of a renderer it had never
 # seen, 600 steps on ScoreCAM pseudo-masks (image evidence or its own outlines) lowered pixel
 # IoU (bench/RESULTS.md, adaptation). --segmenter-steps N still trains it.
