@@ -10,6 +10,7 @@ import torch
 
 from engines.data.dataset import Dataset, DatasetError
 from engines.pytorch.models import Architecture, Detector, UNet
+from engines.runtime.modelcard import load_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +92,32 @@ def resolve_mode(dataset: Dataset, mode: str) -> str:
             "(give --masks, or use --mode weak)"
         )
     return mode
+
+
+@dataclass(frozen=True, slots=True)
+class Starting:
+    """The thresholds on the card of the model being fine-tuned (--init). Validation keeps
+    them where its frames cannot measure a better choice: the U-Net's pixel threshold without
+    validation masks; and, where there are too few clean frames to measure the false-flag cap
+    (at 3 %, fewer than 34), the segment mode and minimum area, with the detector threshold as
+    a floor. A 20-frame split of ~100 labelled frames otherwise put a fine-tune's threshold at
+    0.3 with none of its 9 clean frames flagged, and it flagged 27 % of clean test frames; with
+    the floor alone it chose to segment every frame, and flagged 43 %."""
+
+    detect_threshold: float
+    segment_threshold: float
+    segment: str = "flagged"
+    min_area_px: int = 40
+
+    @classmethod
+    def of(cls, options: TrainOptions) -> Starting | None:
+        """The --init model card's (None when training from scratch)."""
+        if options.init is None:
+            return None
+        card = load_model(options.init).card
+        return cls(card.detect_threshold, card.segment_threshold, card.segment, card.min_area_px)
+
+    def detector_floor(self, clean_frames: int, max_false_flag_rate: float) -> float:
+        # A cap of 0 is measured as strictly as the default 3 %: 34 clean frames.
+        measurable = clean_frames * max(max_false_flag_rate, 0.03) >= 1
+        return 0.0 if measurable else self.detect_threshold

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from engines.data.dataset import Dataset
 from engines.evaluation.scoring import pooled_iou
 from engines.files import replace_atomically
 from engines.pytorch.models import Detector, UNet, pad_multiple
-from engines.runtime.modelcard import load_model
+from engines.runtime.postprocess import clean
 from engines.training.batches import predict, to_tensor
-from engines.training.options import TrainOptions
+from engines.training.options import Starting, TrainOptions
 from engines.training.scorecam import (
     PseudoMaskRule,
     candidate_rules,
@@ -32,13 +31,12 @@ from engines.training.scorecam import (
 logger = logging.getLogger(__name__)
 
 
-def initial_outliner(options: TrainOptions, segmenter: UNet) -> Outliner | None:
+def initial_outliner(starting: Starting | None, segmenter: UNet) -> Outliner | None:
     """The --init U-Net with its card's threshold and minimum area, to outline pseudo-masks
     (None when training from scratch)."""
-    if options.init is None:
+    if starting is None:
         return None
-    card = load_model(options.init).card  # read before the U-Net trains: targets come first
-    return Outliner(segmenter, card.segment_threshold, card.min_area_px)
+    return Outliner(segmenter, starting.segment_threshold, starting.min_area_px)
 
 
 class CamCache:
@@ -93,13 +91,7 @@ class Outliner:
 
     def outline(self, image: np.ndarray, multiple: int, device: torch.device) -> np.ndarray:
         found = predict(self.segmenter, image, multiple, device) >= self.threshold
-        regions, count = ndi.label(found)
-        if not count:
-            return found
-        areas = np.bincount(regions.ravel(), minlength=count + 1)
-        keep = areas >= self.min_area_px
-        keep[0] = False
-        return keep[regions]
+        return clean(found, min_area_px=self.min_area_px, fill_holes=False)
 
 
 def weak_targets(dataset: Dataset, detector: Detector, train_idx: np.ndarray, val_idx: np.ndarray,

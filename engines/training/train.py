@@ -45,13 +45,14 @@ from engines.training.options import (
     DEFAULTS,
     FINE_TUNE_STEPS,
     LABELS_ONLY_FINE_TUNE_SEGMENTER_STEPS,
+    Starting,
     TrainedModels,
     TrainOptions,
     pick_device,
     resolve_mode,
 )
 from engines.training.targets import initial_outliner, segmenter_targets
-from engines.training.validation import Starting, validate
+from engines.training.validation import validate
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
     if options.init is not None:
         notes.append(f"continued from the networks of {Path(options.init).name}")
     detector, segmenter = initial_models(options)
+    starting = Starting.of(options)  # the --init card: pseudo-mask outlines and validation
     if options.detector_from is not None:
         # The detector learns from image labels alone in every mode, so sharing one is fair.
         detector = initial_models(replace(options, init=options.detector_from))[0].to(device)
@@ -95,15 +97,14 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
         notes.append("U-Net taken as is (no segmenter steps)")
     else:
         targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device,
-                                    notes, initial_outliner(options, segmenter))
+                                    notes, initial_outliner(starting, segmenter))
         segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints,
                                     segmenter)
     judge, judged_idx = dataset, val_idx
     if validation is not None:  # thresholds chosen on another domain's frames
         judge, judged_idx = validation, np.arange(len(validation.samples))
         notes.append(f"thresholds chosen on {len(judged_idx)} separate validation frames")
-    verdict = validate(judge, (detector, segmenter), judged_idx, options, device,
-                       starting_thresholds(options))
+    verdict = validate(judge, (detector, segmenter), judged_idx, options, device, starting)
     notes.extend(verdict.kept)
     notes.append(f"segment {verdict.segment}, minimum area {verdict.min_area_px} px, detector "
                  f"threshold {verdict.detect_threshold}: the best validation image F1 "
@@ -113,15 +114,6 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
     return TrainedModels(detector, segmenter, verdict.detect_threshold, verdict.segment_threshold,
                          mode, verdict.segment, verdict.validation, notes, familiarity,
                          verdict.min_area_px)
-
-
-def starting_thresholds(options: TrainOptions) -> Starting | None:
-    """The --init model card's thresholds (None when training from scratch)."""
-    if options.init is None:
-        return None
-    card = load_model(options.init).card
-    return Starting(card.detect_threshold, card.segment_threshold, card.segment,
-                    card.min_area_px)
 
 
 def training_appearance(dataset: Dataset, train_idx: np.ndarray) -> dict:

@@ -17,32 +17,11 @@ from engines.runtime.analyse import AnalysisOptions, measure
 from engines.runtime.modelcard import frame_flagged
 from engines.runtime.postprocess import PostprocessOptions
 from engines.training.batches import predict
-from engines.training.options import TrainOptions
+from engines.training.options import Starting, TrainOptions
 
 # Candidate pixel thresholds chosen among on validation. The high end matters: a U-Net trained
 # on artifact-rich crops is over-confident on whole frames.
 SEGMENT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
-
-
-@dataclass(frozen=True, slots=True)
-class Starting:
-    """The thresholds on the card of the model being fine-tuned (--init). Validation keeps
-    them where its frames cannot measure a better choice: the U-Net's pixel threshold without
-    validation masks; and, where there are too few clean frames to measure the false-flag cap
-    (at 3 %, fewer than 34), the segment mode and minimum area, with the detector threshold as
-    a floor. A 20-frame split of ~100 labelled frames otherwise put a fine-tune's threshold at
-    0.3 with none of its 9 clean frames flagged, and it flagged 27 % of clean test frames; with
-    the floor alone it chose to segment every frame, and flagged 43 %."""
-
-    detect_threshold: float
-    segment_threshold: float
-    segment: str = "flagged"
-    min_area_px: int = 40
-
-    def detector_floor(self, clean_frames: int, max_false_flag_rate: float) -> float:
-        # A cap of 0 is measured as strictly as the default 3 %: 34 clean frames.
-        measurable = clean_frames * max(max_false_flag_rate, 0.03) >= 1
-        return 0.0 if measurable else self.detect_threshold
 
 
 def validate(dataset: Dataset, models: tuple[Detector, UNet], val_idx: np.ndarray,

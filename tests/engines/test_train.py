@@ -444,16 +444,17 @@ def test_labels_only_fine_tuning_takes_pseudo_masks_from_the_models_own_outlines
         tiny_dataset, tiny_models, tmp_path):
     """Weak mode from --init: the initial U-Net's outlines (where ScoreCAM points) are the
     pseudo-masks, and clean frames stay empty; a from-scratch weak run uses image evidence."""
+    from engines.training.options import Starting
     from engines.training.targets import Outliner, initial_outliner
 
     options = TrainOptions(init=tiny_models["supervised"])
     _, segmenter = load_torch_models(tiny_models["supervised"],
                                      load_model(tiny_models["supervised"]).card)
-    outliner = initial_outliner(options, segmenter)
+    outliner = initial_outliner(Starting.of(options), segmenter)
     card = load_model(tiny_models["supervised"]).card
     assert outliner.threshold == card.segment_threshold
     assert outliner.min_area_px == card.min_area_px
-    assert initial_outliner(TrainOptions(), segmenter) is None
+    assert initial_outliner(Starting.of(TrainOptions()), segmenter) is None
     # The outline keeps whole regions of at least the minimum area and nothing smaller.
     always = Outliner(segmenter, threshold=0.0, min_area_px=10)
     image = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv").samples[0].image
@@ -473,7 +474,8 @@ def test_labels_only_fine_tuning_takes_pseudo_masks_from_the_models_own_outlines
 def test_too_few_clean_frames_keep_the_initial_detector_threshold_as_a_floor():
     """Nine clean frames cannot measure a 3 % false-flag rate: a fine-tune's threshold is not
     put below the initial model's; with 40 clean frames the cap is measurable and no floor."""
-    from engines.training.validation import Starting, choose_verdict
+    from engines.training.options import Starting
+    from engines.training.validation import choose_verdict
 
     starting = Starting(detect_threshold=0.8, segment_threshold=0.98)
     assert starting.detector_floor(9, 0.03) == 0.8
