@@ -144,7 +144,7 @@ class Writer:
         while not self._abort.is_set():
             try:
                 stored, refused = self._append(results)
-                self._record([*failures, *refused])
+                record_failures(self.store, [*failures, *refused])
             except Exception as exc:
                 if not is_io_failure(exc):
                     raise
@@ -181,18 +181,6 @@ class Writer:
         for i in repeats:
             marked[i] = _as_stored(results[i], stored.get(results[i].frame.identity))
         return marked
-
-    def _record(self, failures: list[FrameFailure]) -> None:
-        """The failure table; a row it refuses is still logged and counted (never a stall)."""
-        if not failures:
-            return
-        try:
-            self.store.record_failures(failures)
-        except Exception as exc:
-            if is_io_failure(exc):
-                raise
-            logger.exception("the results store refused %d failure row(s); they are logged only",
-                             len(failures))
 
     def _mark_unwritable(self, exc: BaseException) -> None:
         if self.store_healthy.is_set():
@@ -261,6 +249,20 @@ def append_or_refuse(store: ResultsWriter, results: Sequence[FrameResult]
         written += w
         refused += r
     return kept, written, refused
+
+
+def record_failures(store: ResultsWriter, failures: list[FrameFailure]) -> None:
+    """The failure table; a row it refuses is still logged and counted (never a stall). I/O
+    failures of the store itself are raised, to be retried like any append."""
+    if not failures:
+        return
+    try:
+        store.record_failures(failures)
+    except Exception as exc:
+        if is_io_failure(exc):
+            raise
+        logger.exception("the results store refused %d failure row(s); they are logged only",
+                         len(failures))
 
 
 def commit_done(journal: DoneJournal, results: Sequence[FrameResult],

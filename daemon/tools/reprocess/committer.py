@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from daemon.frames import FrameFailure, FrameResult
-from daemon.pipeline.writer import PASSING_REASONS, append_or_refuse, commit_done, is_io_failure
+from daemon.pipeline.writer import (
+    PASSING_REASONS,
+    append_or_refuse,
+    commit_done,
+    is_io_failure,
+    record_failures,
+)
 from daemon.results.journal import Journal
 from daemon.results.store import ResultsStore
 from daemon.tools.reprocess.plan import Task
@@ -90,7 +96,7 @@ class Committer:
             try:
                 kept, fresh, refused = append_or_refuse(self.store, results)
                 written.update(fresh)  # a retry after a failed failure row finds these held
-                self._record([*failures, *refused])
+                record_failures(self.store, [*failures, *refused])
                 if warned:
                     logger.info("results store writable again; going on")
                 return kept, written, [*failures, *refused]
@@ -102,18 +108,6 @@ class Committer:
                     warned = True
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-
-    def _record(self, failures: list[FrameFailure]) -> None:
-        """The failure table; a row it refuses is still logged and counted (never a stall)."""
-        if not failures:
-            return
-        try:
-            self.store.record_failures(failures)
-        except Exception as exc:
-            if is_io_failure(exc):
-                raise
-            logger.exception("the results store refused %d failure row(s); they are logged only",
-                             len(failures))
 
     def _count(self, kept: list[FrameResult], written: set[str],
                failures: list[FrameFailure]) -> None:
