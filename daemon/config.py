@@ -20,6 +20,7 @@ from typing import Any
 
 from engines.runtime.base import PRECISIONS
 from engines.runtime.modelcard import SEGMENT_MODES
+from engines.runtime.plate_baseline import PlateBaselineOptions
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,12 @@ class ModelConfig:
     segment: str = "model"  # "model" (as its card says) | "flagged" | "all"
     engine_cache: str = ""  # folder for built TensorRT engines; default ~/.cache/artifactd
     detect_threshold: float = 0.0  # 0: the model card's; else flag frames scoring at least this
+    # The plate-relative verdict (engines.runtime.plate_baseline): after plate_min_fields
+    # fields, the detector flags a field only if it scores plate_margin logits above the
+    # plate's lower quartile.
+    plate_relative: bool = True
+    plate_margin: float = 2.0
+    plate_min_fields: int = 8
 
     def check(self) -> None:
         _choice("model.backend", self.backend, ("auto", "onnxruntime", "torch", "tensorrt"))
@@ -92,6 +99,15 @@ class ModelConfig:
         if not 0 <= self.detect_threshold < 1:
             raise ConfigError(f"model.detect_threshold: expected 0 (the model card's) or a "
                               f"probability below 1, got {self.detect_threshold!r}")
+        if not 0 <= self.plate_margin <= 20:
+            raise ConfigError(f"model.plate_margin: expected logits between 0 and 20, got "
+                              f"{self.plate_margin!r}")
+        _positive("model.plate_min_fields", self.plate_min_fields)
+
+    @property
+    def plate_baseline(self) -> PlateBaselineOptions:
+        return PlateBaselineOptions(enabled=self.plate_relative, margin=self.plate_margin,
+                                    min_fields=self.plate_min_fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from daemon.decode.tiff import DecodeOptions
 from daemon.ops.metrics import Metrics
 from daemon.ops.notify import SystemdNotifier
 from daemon.pipeline.analysis import Analysis
+from daemon.pipeline.plate_verdict import PlateVerdict
 from daemon.pipeline.stages import Pipeline, PipelineParts
 from daemon.sinks.optics import OpticsTracker
 from daemon.sinks.unfamiliar import UnfamiliarPlates
@@ -141,6 +142,7 @@ class Service:
                        "precision": info.precision, "workers": len(engines)}
         self.metrics.engine_info.labels(info.backend, info.model, info.precision).set(1)
         self.optics = OpticsTracker(config.optics) if config.optics.enabled else None
+        analysis = Analysis.for_model(config, bundle)
         self._ticks: list = []  # called about once a second from the main loop
         logger.info("engine: %s on %s, model %s, %s; %d side by side", info.backend, info.device,
                     info.model, info.precision, len(engines))
@@ -149,9 +151,10 @@ class Service:
                 engines=engines, store=self.store, journal=self.journal, metrics=self.metrics,
                 decode=DecodeOptions.from_config(config.input, config.metadata,
                                                  in_channels=bundle.card.in_channels),
-                analysis=Analysis.for_model(config, bundle),
+                analysis=analysis,
                 sinks=self._sinks(),
                 mark_stationary=self.optics.mark if self.optics is not None else None,
+                judge=PlateVerdict.for_store(config.model, analysis, self.store, self.metrics),
                 thumbnail_downsample=(config.thumbnails.downsample
                                       if config.thumbnails.enabled else 0),
             ),

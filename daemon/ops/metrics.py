@@ -116,6 +116,18 @@ class Metrics:
             "A plate's series go when it ends.",
             ["plate", "outcome"], registry=r,
         )
+        self.typical_for_plate = Counter(
+            "artifactd_frames_typical_for_plate",
+            "Frames the detector scored above its threshold that were not flagged, because "
+            "the score is typical of the plate's own fields (the plate-relative verdict).",
+            registry=r,
+        )
+        self.plate_baseline = Gauge(
+            "artifactd_plate_baseline_score",
+            "The plate's baseline detector score (lower quartile of its recent fields); a field "
+            "is flagged when it stands out from it. Set once a plate has enough fields.",
+            ["plate"], registry=r,
+        )
         self.stationary = Counter(
             "artifactd_artifacts_stationary",
             "Artifacts found at the same place in the field as in the fields before them, in "

@@ -32,6 +32,7 @@ from daemon.pipeline.batcher import Batcher
 from daemon.pipeline.retries import Retries
 from daemon.pipeline.writer import (
     DoneJournal,
+    JudgeAgainstPlate,
     MarkStationary,
     ResultsWriter,
     Sink,
@@ -62,6 +63,9 @@ class PipelineParts:
     # Marks artifacts on the optics (daemon.sinks.optics.OpticsTracker.mark) before rows are
     # written, so the stored artifact table says which; called on the writer thread, in order.
     mark_stationary: MarkStationary | None = None
+    # The plate-relative verdict (daemon.pipeline.plate_verdict.PlateVerdict), on the writer
+    # thread before anything is stored; None: the detector's own verdict.
+    judge: JudgeAgainstPlate | None = None
     thumbnail_downsample: int = 0  # a thumbnail per frame at 1/this scale; 0 = none
 
 
@@ -98,7 +102,7 @@ class Pipeline:
         self._retries = Retries(config.retries, config.retry_delay_s)
         self.writer = Writer(parts.store, parts.journal, parts.metrics, sinks=parts.sinks,
                              mark_stationary=parts.mark_stationary, abort=self._abort,
-                             done=self._done)
+                             done=self._done, judge=parts.judge)
         self.tally = self.writer.tally  # what became durable in this run: the --once summary
         # Cleared while the store cannot be written (the plate page shows it).
         self.store_healthy = self.writer.store_healthy

@@ -34,6 +34,7 @@ UNSTORABLE = "unstorable"
 
 Sink = Callable[[Sequence[FrameResult], Sequence[float]], None]
 MarkStationary = Callable[[Sequence[FrameResult]], list[FrameResult]]
+JudgeAgainstPlate = Callable[[Sequence[FrameResult]], list[FrameResult]]
 
 
 class ResultsWriter(Protocol):
@@ -76,12 +77,14 @@ class Writer:
 
     def __init__(self, store: ResultsWriter, journal: DoneJournal | None, metrics: Metrics, *,
                  sinks: Sequence[Sink], mark_stationary: MarkStationary | None,
-                 abort: threading.Event, done: Callable[[int], None]) -> None:
+                 abort: threading.Event, done: Callable[[int], None],
+                 judge: JudgeAgainstPlate | None = None) -> None:
         self.store = store
         self.journal = journal
         self.metrics = metrics
         self.sinks = tuple(sinks)
         self.mark_stationary = mark_stationary
+        self.judge = judge
         self._abort = abort
         self._done = done
         self.tally = Tally()
@@ -103,7 +106,8 @@ class Writer:
             self._done(len(items))
 
     def _write(self, items: list) -> None:
-        results = self._mark_stationary([i for i in items if isinstance(i, FrameResult)])
+        results = self._mark_stationary(self._judge([i for i in items
+                                                     if isinstance(i, FrameResult)]))
         failures = [i for i in items if isinstance(i, FrameFailure)]
         durable = self._durably(results, failures)
         if durable is None:
@@ -118,6 +122,16 @@ class Writer:
             except Exception:
                 logger.exception("a results sink failed; results are durable regardless")
         self._done(len(items))
+
+    def _judge(self, results: list[FrameResult]) -> list[FrameResult]:
+        if self.judge is None or not results:
+            return results
+        try:
+            return self.judge(results)
+        except Exception:  # the results matter more than the plate's say
+            logger.exception("the plate-relative verdict failed; %d result(s) stored with the "
+                             "detector's own verdict", len(results))
+            return results
 
     def _mark_stationary(self, results: list[FrameResult]) -> list[FrameResult]:
         mark = self.mark_stationary

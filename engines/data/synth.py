@@ -48,6 +48,11 @@ class SynthOptions:
     kinds: tuple[str, ...] = ARTIFACT_KINDS
     channels: int = 1  # >1: defocused copies stacked as (C, H, W); channel 0 is the nominal image
     planes: int = 1  # >1: a z-stack (Z, H, W) through focus; the mask is the in-focus truth
+    # Frames of one plate: the cells' kind, their stain, the pixel size and the optics drawn
+    # from this seed, alike in every frame; only the field (where cells and artifacts lie,
+    # noise) differs. None: each frame draws its own, as a mixture of plates. Renderers in
+    # PLATE_RENDERERS.
+    plate_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -78,6 +83,14 @@ class SynthOptions:
 
 
 DEFAULT_OPTIONS = SynthOptions()  # what a renderer draws when it is given no options
+PLATE_RENDERERS = ("relief", "caustic")  # those that draw frames of one plate (plate_seed)
+
+
+def plate_look(rng: np.random.Generator, options: SynthOptions) -> np.random.Generator:
+    """Where a frame's plate-wide draws (cells' kind, stain, pixel size, optics) come from: a
+    generator started afresh from the plate's seed, so every frame draws the same; without a
+    plate seed, the frame's own generator."""
+    return rng if options.plate_seed is None else np.random.default_rng(options.plate_seed)
 
 
 @dataclass(frozen=True, slots=True)

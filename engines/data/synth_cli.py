@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engines.data.synth import DTYPES, RENDERERS, SynthOptions, write_dataset
+from engines.data.synth import DTYPES, PLATE_RENDERERS, RENDERERS, SynthOptions, write_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "halo draw adherent cells")
     parser.add_argument("--channels", type=int, default=1, help="defocused copies as (C, H, W)")
     parser.add_argument("--planes", type=int, default=1, help="a z-stack as (Z, H, W)")
+    parser.add_argument("--plate-seed", type=int, default=None, metavar="N",
+                        help="frames of one plate, as in a real screen: one kind of cells, "
+                             "stain, pixel size and optics (drawn from N) in every frame; "
+                             f"renderers {', '.join(PLATE_RENDERERS)}. Default: each frame "
+                             "draws its own")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -49,6 +54,11 @@ def main(args: argparse.Namespace) -> int:
     if args.count < 0:
         print(f"artifactd synth: --count must be >= 0, got {args.count}", file=sys.stderr)
         return 2
+    if args.plate_seed is not None and args.renderer not in PLATE_RENDERERS:
+        print(f"artifactd synth: --plate-seed: the {args.renderer} renderer draws each frame's "
+              f"cells and optics itself; expected --renderer {' or '.join(PLATE_RENDERERS)}",
+              file=sys.stderr)
+        return 2
     try:
         options = SynthOptions(
             height=args.size,
@@ -58,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
             artifact_probability=args.artifact_probability,
             channels=args.channels,
             planes=args.planes,
+            plate_seed=args.plate_seed,
         )
     except ValueError as exc:
         print(f"artifactd synth: {exc}", file=sys.stderr)

@@ -43,6 +43,7 @@ from engines.runtime.modelcard import (
     ModelError,
     load_model,
 )
+from engines.runtime.plate_baseline import PlateBaseline, PlateBaselineOptions, plate_verdict
 from engines.runtime.postprocess import label
 
 logger = logging.getLogger(__name__)
@@ -63,25 +64,45 @@ class MethodRun:
 
 
 def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
-              segment: str | None = None, detect_threshold: float | None = None) -> MethodRun:
+              segment: str | None = None, detect_threshold: float | None = None,
+              plate: PlateBaselineOptions | None = None) -> list[MethodRun]:
+    """The model as deployed (the frames judged as one plate, in order, against each other:
+    engines.runtime.plate_baseline), and the detector's own verdict beside it."""
     from engines.select import create_engine
 
     engine = create_engine(bundle, backend=backend, threads=threads)
     card = bundle.card
     options = AnalysisOptions.from_card(card, segment, detect_threshold)
-    run = MethodRun(f"artifactd ({card.mode})")
+    alone = MethodRun(f"artifactd ({card.mode}), detector alone")
     familiarity = Familiarity.from_dict(card.familiarity)
+    founds = []
     try:
         for sample in tqdm(dataset.samples, desc="model", unit="frame"):
             started = time.perf_counter()
             (found,) = analyse(engine, sample.image[None], options, familiarity=familiarity)
-            run.seconds.append(time.perf_counter() - started)
-            run.flags.append(found.flagged)
-            run.labels.append(found.labels)
+            alone.seconds.append(time.perf_counter() - started)
+            alone.flags.append(found.flagged)
+            alone.labels.append(found.labels)
             if familiarity is not None:
-                run.unfamiliarity.append(found.unfamiliarity)
+                alone.unfamiliarity.append(found.unfamiliarity)
+            founds.append(found)
     finally:
         engine.close()
+    return [against_one_plate(alone, founds, options, plate or PlateBaselineOptions()), alone]
+
+
+def against_one_plate(alone: MethodRun, founds: list, options: AnalysisOptions,
+                      plate: PlateBaselineOptions) -> MethodRun:
+    """The service's plate-relative verdict over the frames, in the order given."""
+    baseline = PlateBaseline(plate)
+    run = MethodRun(alone.name.removesuffix(", detector alone"), seconds=alone.seconds,
+                    unfamiliarity=alone.unfamiliarity)
+    for found in founds:
+        stands = baseline.stands_out("", found.score)
+        flagged, keep = plate_verdict(found.score, found.n_artifacts, stands,
+                                      options.detect_threshold, options.segment_all)
+        run.flags.append(flagged)
+        run.labels.append(found.labels if keep else np.zeros_like(found.labels))
     return run
 
 
@@ -196,8 +217,9 @@ def plot_ap(results: list[dict], path: Path) -> None:
 
 def evaluate(bundle: ModelBundle, dataset: Dataset, *, backend: str = "onnxruntime",
              threads: int = 0, baselines: bool = True, segment: str | None = None,
-             detect_threshold: float | None = None) -> list[dict]:
-    runs = [run_model(bundle, dataset, backend, threads, segment, detect_threshold)]
+             detect_threshold: float | None = None,
+             plate: PlateBaselineOptions | None = None) -> list[dict]:
+    runs = run_model(bundle, dataset, backend, threads, segment, detect_threshold, plate)
     if baselines:
         min_area = bundle.card.min_area_px
         runs.append(run_baseline("global Otsu", otsu_baseline, dataset, min_area))

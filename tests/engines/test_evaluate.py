@@ -22,7 +22,12 @@ def test_eval_writes_json_markdown_and_plot_with_baselines(tiny_models, tmp_path
     assert main(args) == 0
     report = json.loads((out / "eval.json").read_text())
     methods = [r["method"] for r in report["results"]]
-    assert methods == ["artifactd (supervised)", "global Otsu", "local adaptive threshold"]
+    assert methods == ["artifactd (supervised)", "artifactd (supervised), detector alone",
+                       "global Otsu", "local adaptive threshold"]
+    # The frames judged as one plate: the plate can only withdraw the detector's flags.
+    deployed, alone = report["results"][:2]
+    assert deployed["image"]["false_flag_rate"] <= alone["image"]["false_flag_rate"]
+    assert deployed["image"]["recall"] <= alone["image"]["recall"]
     for result in report["results"]:
         assert set(result["image"]) == {"precision", "recall", "f1", "accuracy", "false_flag_rate"}
         assert set(result["pixel"]) == {"iou", "dice", "precision", "recall"}

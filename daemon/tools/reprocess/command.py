@@ -163,6 +163,8 @@ class Run:
         self.started = started
 
     def execute(self, driver) -> int:
+        from daemon.pipeline.analysis import Analysis
+        from daemon.pipeline.plate_verdict import PlateVerdict
         from daemon.results.journal import Journal, JournalError
         from daemon.results.store import ResultsStore, StoreError
         from daemon.tools.reprocess.committer import Committer
@@ -183,7 +185,9 @@ class Run:
             logger.error("%s", exc)
             return 1
         try:
-            committer = Committer(store, journal)
+            analysis = Analysis.for_model(config, self.bundle)
+            committer = Committer(store, journal,
+                                  PlateVerdict.for_store(config.model, analysis, store))
             tasks, before = self._left_to_do(store, journal)
             if not tasks:
                 self._summary(committer.tally, before, None)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from daemon.frames import FrameFailure, FrameResult
+from daemon.pipeline.plate_verdict import PlateVerdict
 from daemon.pipeline.writer import (
     PASSING_REASONS,
     append_or_refuse,
@@ -72,15 +73,19 @@ class Tally:
 
 
 class Committer:
-    def __init__(self, store: ResultsStore, journal: Journal) -> None:
+    def __init__(self, store: ResultsStore, journal: Journal,
+                 judge: PlateVerdict | None = None) -> None:
         self.store = store
         self.journal = journal
+        self.judge = judge  # the plate-relative verdict, in the order tasks finish
         self.tally = Tally()
 
     def commit(self, outcomes: Sequence[TaskOutcome], failed: Sequence[TaskFailure] = ()) -> None:
         """Make these tasks' results and failures durable, then journal them."""
         started = time.perf_counter()
         results = [row.result() for outcome in outcomes for row in outcome.rows]
+        if self.judge is not None:
+            results = self.judge(results)
         failures = [f for outcome in outcomes for f in outcome.failures]
         failures += [f for task in failed for f in task.failures()]
         kept, written, failures = self._durably(results, failures)

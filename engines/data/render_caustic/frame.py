@@ -20,7 +20,7 @@ from engines.data.render_caustic.optics import (
     image_intensity,
     limit_slope,
 )
-from engines.data.synth import DEFAULT_OPTIONS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import DEFAULT_OPTIONS, SynthFrame, SynthObject, SynthOptions, plate_look
 
 MIN_FOOTPRINT_PX = 20  # an artifact smaller than this inside the frame is not drawn / is dropped
 PIXEL_SIZE_RANGE_UM = (0.3, 1.3)
@@ -127,11 +127,12 @@ def _pixel_size(rng: np.random.Generator, options: SynthOptions) -> float:
 def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS) -> SynthFrame:
     """One brightfield frame with its artifact mask, deterministic given the generator's state."""
     _check_single_plane(options)
-    um = _pixel_size(rng, options)
+    plate = plate_look(rng, options)  # the frame's own rng unless it is one of a plate
+    um = _pixel_size(plate, options)
     shape = (options.height, options.width)
-    look = draw_cell_look(rng)
+    look = draw_cell_look(plate)
     cells = cell_bodies(rng, shape, um, look)
-    optics = draw_optics(rng, curvature_scale(cells.opd, cells.inside), um)
+    optics = draw_optics(plate, curvature_scale(cells.opd, cells.inside), um)
     add_texture(rng, cells, um, look, optics.z_um / um**2)
     limit_slope(cells.opd, um, optics.aperture_rad)
     rays = Rays.empty(shape)
@@ -141,6 +142,6 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS
     if rng.random() < options.artifact_probability:
         _draw_artifacts(rng, scene, tuple(options.kinds))
     intensity = image_intensity(rays, scene.absorbance, optics, um) * scene.shadow
-    image = expose(rng, intensity * illumination(rng, shape), draw_camera(rng), options.dtype)
+    image = expose(rng, intensity * illumination(rng, shape), draw_camera(plate), options.dtype)
     mask, objects = _measure(scene.mask, scene.kinds)
     return SynthFrame(image, mask, "artifact" if objects else "clean", objects, um)

@@ -10,7 +10,7 @@ from engines.data.render_relief.artifacts import ARTIFACT_DRAWERS, Stamp
 from engines.data.render_relief.cells import CELL_STYLES, add_organelles, draw_stain
 from engines.data.render_relief.optics import draw_optics, expose, illumination, transmitted_light
 from engines.data.render_relief.specimen import Specimen
-from engines.data.synth import DEFAULT_OPTIONS, SynthFrame, SynthObject, SynthOptions
+from engines.data.synth import DEFAULT_OPTIONS, SynthFrame, SynthObject, SynthOptions, plate_look
 
 PIXEL_SIZE_RANGE_UM = (0.35, 1.2)
 MIN_FOOTPRINT_PX = 20
@@ -75,18 +75,19 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS
             "the relief renderer draws single-plane, single-channel frames; "
             f"got channels={options.channels}, planes={options.planes}"
         )
+    look = plate_look(rng, options)  # the frame's own rng unless it is one of a plate
     um = options.pixel_size_um
     if um is None:
-        um = rng.uniform(*PIXEL_SIZE_RANGE_UM)
+        um = look.uniform(*PIXEL_SIZE_RANGE_UM)
     spec = Specimen.empty((options.height, options.width), float(um))
-    style = list(CELL_STYLES)[int(rng.integers(len(CELL_STYLES)))]
+    style = list(CELL_STYLES)[int(look.integers(len(CELL_STYLES)))]
     CELL_STYLES[style](rng, spec)
-    stain = draw_stain(rng)
+    stain = draw_stain(look)
     add_organelles(rng, spec, stain)
     if rng.random() < options.artifact_probability:
         draw_artifacts(rng, spec, tuple(options.kinds))
     mask, objects = measure_objects(spec.mask, spec.kinds)
-    optics = draw_optics(rng, spec.um)
+    optics = draw_optics(look, spec.um)
     light = transmitted_light(spec, optics, stain) * illumination(rng, spec.shape)
     image = expose(rng, light, options.dtype)
     return SynthFrame(
