@@ -1,0 +1,112 @@
+"""The shipped model on whole plates of renderers it never trained on, as a screen runs.
+
+    python -m bench.plates [--work runs/plates] [--plates 8] [--frames 40]
+
+A real plate is one cell line, one stain, one microscope; only the fields differ. Each plate
+here is rendered so (`artifactd synth --plate-seed`): relief and caustic plates (renderers the
+model never trained on), at 10 % artifact prevalence (real screens) and at 50 %. Every plate is
+judged as `artifactd eval` judges a folder, frames in order as one plate: as deployed (the
+plate-relative verdict) and by the detector alone. Counts are pooled over the plates; a plate
+"switched off" is one where more than 10 % of its clean fields are flagged. Prints a markdown
+table for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+SEEDS = {"relief": 9600, "caustic": 9700}  # dataset seed = this + plate seed
+PREVALENCES = {"10 %": (0.1, 1), "50 %": (0.5, 101)}  # -> probability, first plate seed
+METHODS = ("as deployed (plate-relative)", "detector alone")
+
+
+def rendered(folder: Path, renderer: str, plate: int, count: int, probability: float) -> Path:
+    if not (folder / "labels.csv").is_file():
+        subprocess.run([sys.executable, "-m", "daemon.cli", "synth", "--out", str(folder),
+                        "--count", str(count), "--seed", str(SEEDS[renderer] + plate),
+                        "--size", "1080", "--renderer", renderer, "--plate-seed", str(plate),
+                        "--artifact-probability", str(probability)], check=True)
+    return folder
+
+
+class Pooled:
+    """Image and pixel counts of one method over several plates."""
+
+    def __init__(self) -> None:
+        self.clean = self.clean_flagged = self.dirty = self.dirty_found = 0
+        self.plates = self.plates_off = 0
+        self.pixels = None
+
+    def add(self, flags: list[bool], dataset, labels: list[np.ndarray]) -> None:
+        from engines.evaluation.scoring import pixel_counts
+
+        flags, truth = np.array(flags), dataset.labels.astype(bool)
+        self.clean += int((~truth).sum())
+        self.clean_flagged += int(flags[~truth].sum())
+        self.dirty += int(truth.sum())
+        self.dirty_found += int(flags[truth].sum())
+        self.plates += 1
+        self.plates_off += bool(flags[~truth].mean() > 0.1) if (~truth).any() else 0
+        for i in dataset.with_masks:
+            counts = pixel_counts(labels[i] > 0, dataset.samples[i].mask > 0)
+            self.pixels = counts if self.pixels is None else self.pixels + counts
+
+    def row(self) -> dict:
+        from engines.evaluation.scoring import pixel_scores
+
+        precision = self.dirty_found / max(self.dirty_found + self.clean_flagged, 1)
+        recall = self.dirty_found / max(self.dirty, 1)
+        return {"false_flag_rate": self.clean_flagged / max(self.clean, 1), "recall": recall,
+                "image_f1": 2 * precision * recall / max(precision + recall, 1e-9),
+                "pixel_iou": pixel_scores(self.pixels)["iou"],
+                "plates_off": f"{self.plates_off} of {self.plates}"}
+
+
+def judge_plate(bundle, folder: Path, pooled: dict) -> None:
+    from engines.data.dataset import load_dataset
+    from engines.evaluation.evaluate import run_model
+
+    dataset = load_dataset(folder / "frames", folder / "labels.csv", folder / "masks",
+                           require_both_classes=False)
+    for method, run in zip(METHODS, run_model(bundle, dataset, "onnxruntime", 0), strict=True):
+        pooled[method].add(run.flags, dataset, run.labels)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/plates"))
+    parser.add_argument("--plates", type=int, default=8, help="plates per renderer and prevalence")
+    parser.add_argument("--frames", type=int, default=40, help="fields per plate")
+    parser.add_argument("--model", default="default")
+    args = parser.parse_args()
+    from engines.runtime.modelcard import load_model
+
+    bundle = load_model(args.model)
+    table = ["| renderer | artifact prevalence | verdict | clean fields flagged | artifact "
+             "fields found | image F1 | pixel IoU | plates with > 10 % of clean fields flagged |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for renderer in SEEDS:
+        for prevalence, (probability, first) in PREVALENCES.items():
+            pooled = defaultdict(Pooled)
+            for plate in range(first, first + args.plates):
+                name = f"{renderer}-{int(probability * 100)}-p{plate}"
+                folder = rendered(args.work / name, renderer, plate, args.frames, probability)
+                judge_plate(bundle, folder, pooled)
+            for method in METHODS:
+                r = pooled[method].row()
+                table.append(f"| {renderer} | {prevalence} | {method} | "
+                             f"{r['false_flag_rate']:.3f} | {r['recall']:.3f} | "
+                             f"{r['image_f1']:.3f} | {r['pixel_iou']:.3f} | {r['plates_off']} |")
+            print("\n".join(table), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
