@@ -1,12 +1,17 @@
 """Adaptation to a new lab's images: fine-tune the shipped model on ~100 labelled frames.
 
     python -m bench.adapt [--work runs/adapt] [--renderer caustic] [--train 100] [--test 200]
+                          [--plate-seed N]
 
 Renders --train frames of a renderer the shipped model never saw (labels only: no masks are
 given to training) and --test held-out frames of it, evaluates the shipped model on the test
 frames, runs `artifactd train --init default --mode weak` with the command line's own
 defaults (timed, as a user would run it), and evaluates the fine-tuned model on the same test
 frames. Prints one JSON line and a markdown row for bench/RESULTS.md.
+
+With --plate-seed, every frame is a field of one plate (`artifactd synth --plate-seed`: one
+kind of cells, stain and optics), as a lab's own labelled frames are: train and test frames
+are other fields of that plate.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ def artifactd(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "daemon.cli", *args], check=True)
 
 
-def rendered(folder: Path, renderer: str, seed: int, count: int) -> Path:
+def rendered(folder: Path, renderer: str, seed: int, count: int,
+             plate_seed: int | None = None) -> Path:
     if not (folder / "labels.csv").is_file():
+        plate = [] if plate_seed is None else ["--plate-seed", str(plate_seed)]
         artifactd("synth", "--out", str(folder), "--count", str(count), "--seed", str(seed),
-                  "--size", "1080", "--renderer", renderer)
+                  "--size", "1080", "--renderer", renderer, *plate)
     return folder
 
 
@@ -52,10 +59,11 @@ def main() -> int:
     parser.add_argument("--renderer", default="caustic")
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--plate-seed", type=int, help="all frames fields of one plate")
     args = parser.parse_args()
     work = args.work
-    train = rendered(work / "train", args.renderer, TRAIN_SEED, args.train)
-    test = rendered(work / "test", args.renderer, TEST_SEED, args.test)
+    train = rendered(work / "train", args.renderer, TRAIN_SEED, args.train, args.plate_seed)
+    test = rendered(work / "test", args.renderer, TEST_SEED, args.test, args.plate_seed)
     before = evaluated("default", test, work / "eval-default")
     model = work / "model"
     started = time.perf_counter()
@@ -63,7 +71,8 @@ def main() -> int:
               "--labels", str(train / "labels.csv"), "--out", str(model), "--overwrite")
     minutes = (time.perf_counter() - started) / 60
     after = evaluated(str(model), test, work / "eval-tuned")
-    summary = {"renderer": args.renderer, "train_frames": args.train, "test_frames": args.test,
+    summary = {"renderer": args.renderer, "plate_seed": args.plate_seed,
+               "train_frames": args.train, "test_frames": args.test,
                "fine_tune_minutes": round(minutes, 2), "before": before, "after": after}
     print(json.dumps(summary))
     print(f"| {args.renderer} | {args.train} | {minutes:.1f} min | "
