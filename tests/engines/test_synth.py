@@ -152,3 +152,24 @@ def test_cli_writes_a_dataset_and_refuses_a_non_empty_folder(tmp_path):
     again = run_cli("--out", str(out), "--count", "1", "--seed", "2", "--size", "64")
     assert again.returncode == 2
     assert "not an empty folder" in again.stderr
+
+
+@pytest.mark.parametrize("renderer", ["relief", "caustic"])
+def test_frames_of_one_plate_share_its_look_and_differ_in_their_fields(renderer):
+    """--plate-seed: one pixel size, kind of cells, stain and optics; the fields differ."""
+    plate = SynthOptions(height=160, width=160, plate_seed=5)
+    fields = [frame_for(3, i, plate, renderer) for i in range(3)]
+    assert len({f.pixel_size_um for f in fields}) == 1
+    assert not np.array_equal(fields[0].image, fields[1].image)
+    other = frame_for(3, 0, SynthOptions(height=160, width=160, plate_seed=6), renderer)
+    assert other.pixel_size_um != fields[0].pixel_size_um
+    mixed = [frame_for(3, i, SynthOptions(height=160, width=160), renderer) for i in range(3)]
+    assert len({f.pixel_size_um for f in mixed}) == 3  # without it each frame draws its own
+
+
+def test_a_plate_seed_is_refused_for_a_renderer_that_draws_no_plates(tmp_path):
+    done = run_cli("--out", str(tmp_path / "s"), "--count", "2", "--seed", "1", "--size", "64",
+                   "--plate-seed", "3")
+    assert done.returncode == 2
+    assert "--plate-seed" in done.stderr and "expected --renderer relief or caustic" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "s").exists()
