@@ -59,7 +59,7 @@ class PlateVerdict:
         self._report(plate)
         flagged, keep = plate_verdict(result.score, result.n_artifacts, stands,
                                       self.detect_threshold, self.segment_all)
-        if flagged == result.flagged and keep:
+        if flagged or not result.flagged:  # nothing withdrawn
             return result
         if self.metrics is not None:
             self.metrics.typical_for_plate.inc()

@@ -112,7 +112,10 @@ def test_a_withdrawn_flag_leaves_a_clean_field_and_is_counted():
     verdict = PlateVerdict(PlateBaselineOptions(), detect_threshold=0.5, segment_all=False,
                            metrics=metrics)
     verdict.baseline.seed("P", [0.9] * 20)
-    typical, outstanding = verdict([_result("P", 0.92, 1), _result("P", 0.9999, 1)])
+    low = _result("P", 0.1)
+    typical, outstanding, unflagged = verdict([_result("P", 0.92, 1), _result("P", 0.9999, 1),
+                                               low])
+    assert unflagged is low  # nothing to withdraw, nothing counted
     assert not typical.flagged and typical.n_artifacts == 0 and not typical.labels.any()
     assert typical.artifacts == {} and not typical.thumbnail.labels.any()
     assert outstanding.flagged and outstanding.labels.any()
