@@ -5,9 +5,9 @@ the segmenter on every frame or on the flagged ones (as the model card says, or 
 then the service's post-processing and verdict: the same `engines.runtime.analyse` the service
 calls. The folder's frames are judged in order as one plate, with the service's plate-relative
 verdict (engines.runtime.plate_baseline); the detector's own verdict is reported beside it
-("detector alone"). Baselines (global Otsu and local adaptive threshold on the raw frame, seed 000) see the
-same frames. Results go to
-eval.json, eval.md (the table for a model card) and ap_curve.png.
+("detector alone"). Baselines (global Otsu and local adaptive threshold on the raw frame,
+seed 000) see the same frames. Results go to eval.json, eval.md (the table for a model card)
+and ap_curve.png.
 """
 
 from __future__ import annotations
