@@ -3,6 +3,7 @@
 The rule and its reasons are engines.runtime.plate_baseline's. Here it is applied to results in
 the order they reach the writer (the order frames were judged), before the store, the journal
 and the sinks see them: the stored verdict, the published one and the alerts agree. A field
+showing dirt on the optics (marked stationary just before) keeps its flag. A field
 whose detector vote is withdrawn, where the segmenter runs only on flagged frames, is stored as
 a clean field (no mask, no artifact rows), as if the detector had not flagged it.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from daemon.config import ModelConfig
-from daemon.frames import FrameResult
+from daemon.frames import STATIONARY, FrameResult
 from daemon.ops.metrics import Metrics
 from daemon.pipeline.analysis import Analysis
 from engines.runtime.plate_baseline import PlateBaseline, PlateBaselineOptions, plate_verdict
@@ -59,7 +60,7 @@ class PlateVerdict:
         self._report(plate)
         flagged, keep = plate_verdict(result.score, result.n_artifacts, stands,
                                       self.detect_threshold, self.segment_all)
-        if flagged or not result.flagged:  # nothing withdrawn
+        if flagged or not result.flagged or on_the_optics(result):  # nothing withdrawn
             return result
         if self.metrics is not None:
             self.metrics.typical_for_plate.inc()
@@ -81,6 +82,14 @@ class PlateVerdict:
             "cells the model has not seen is better served by a model fine-tuned on them "
             "(artifactd train --init default)", plate or "(unnamed)",
             self.baseline.baseline(plate) or float("nan"))
+
+
+def on_the_optics(result: FrameResult) -> bool:
+    """Dirt on the light path is at the same place in every field, so every field scores alike
+    and its plate's baseline is high; the optics tracker (daemon.sinks.optics), which marks it
+    before this verdict, says it is real."""
+    stationary = result.artifacts.get(STATIONARY)
+    return stationary is not None and bool(np.any(stationary))
 
 
 def as_clean(result: FrameResult) -> FrameResult:

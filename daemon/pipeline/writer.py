@@ -106,7 +106,9 @@ class Writer:
             self._done(len(items))
 
     def _write(self, items: list) -> None:
-        results = self._mark_stationary(self._judge([i for i in items
+        # Marked first: a field showing dirt on the optics keeps its flag whatever its plate's
+        # baseline (daemon.pipeline.plate_verdict).
+        results = self._judge(self._mark_stationary([i for i in items
                                                      if isinstance(i, FrameResult)]))
         failures = [i for i in items if isinstance(i, FrameFailure)]
         durable = self._durably(results, failures)

@@ -144,3 +144,21 @@ def test_reprocess_on_a_cluster_judges_the_plate_as_the_service_does(tmp_path):
     # Tasks are committed as they finish, so which fields come first may differ from the
     # service's order; after the plate's first 8, typical fields are not flagged.
     assert sum(clean) <= PlateBaselineOptions().min_fields
+
+
+def test_a_field_showing_dirt_on_the_optics_keeps_its_flag():
+    """A smudge on the light path is in every field, so the plate's baseline is high; the
+    optics tracker has marked it, and the field stays flagged (test_optics_service: the optics
+    alert fires through the real service)."""
+    from dataclasses import replace
+
+    from daemon.frames import STATIONARY
+
+    verdict = PlateVerdict(PlateBaselineOptions(), detect_threshold=0.5, segment_all=False)
+    verdict.baseline.seed("P", [0.95] * 20)
+    smudged = _result("P", 0.95, 1)
+    smudged = replace(smudged, artifacts={**smudged.artifacts, STATIONARY: np.array([True])})
+    (kept,) = verdict([smudged])
+    assert kept.flagged and kept.labels.any()
+    (typical,) = verdict([_result("P", 0.95, 1)])  # the same score, nothing on the optics
+    assert not typical.flagged
