@@ -52,7 +52,7 @@ from engines.training.options import (
     resolve_mode,
 )
 from engines.training.targets import initial_outliner, segmenter_targets
-from engines.training.validation import validate
+from engines.training.validation import Verdict, validate
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +106,22 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
         notes.append(f"thresholds chosen on {len(judged_idx)} separate validation frames")
     verdict = validate(judge, (detector, segmenter), judged_idx, options, device, starting)
     notes.extend(verdict.kept)
-    notes.append(f"segment {verdict.segment}, minimum area {verdict.min_area_px} px, detector "
-                 f"threshold {verdict.detect_threshold}: the best validation image F1 "
-                 f"({verdict.f1:.3f}) flagging at most {options.max_false_flag_rate:.0%} of "
-                 f"clean frames (flagged {verdict.false_flag_rate:.1%})")
+    notes.append(verdict_note(verdict, options.max_false_flag_rate))
     familiarity = training_appearance(dataset, train_idx)
     return TrainedModels(detector, segmenter, verdict.detect_threshold, verdict.segment_threshold,
                          mode, verdict.segment, verdict.validation, notes, familiarity,
                          verdict.min_area_px)
+
+
+def verdict_note(verdict: Verdict, cap: float) -> str:
+    """What validation chose, for the card; says so where no choice met the false-flag cap."""
+    chosen = (f"segment {verdict.segment}, minimum area {verdict.min_area_px} px, detector "
+              f"threshold {verdict.detect_threshold}")
+    if verdict.false_flag_rate <= cap + 1e-9:
+        return (f"{chosen}: the best validation image F1 ({verdict.f1:.3f}) flagging at most "
+                f"{cap:.0%} of clean frames (flagged {verdict.false_flag_rate:.1%})")
+    return (f"{chosen}: no choice flagged at most {cap:.0%} of the clean validation frames; "
+            f"this one flags fewest ({verdict.false_flag_rate:.1%}, image F1 {verdict.f1:.3f})")
 
 
 def training_appearance(dataset: Dataset, train_idx: np.ndarray) -> dict:

@@ -379,7 +379,20 @@ def test_thresholds_can_be_chosen_on_another_renderers_frames(tiny_dataset, tmp_
     card = load_model(out).card
     assert "thresholds chosen on 8 separate validation frames" in card.notes
     assert "val_false_flag_rate" in card.evaluation
-    assert any("flagging at most 0% of clean frames" in n for n in card.notes)
+    said = ("flagging at most 0% of clean frames" if card.evaluation["val_false_flag_rate"] == 0
+            else "no choice flagged at most 0% of the clean validation frames")
+    assert any(said in n for n in card.notes), card.notes
+
+
+def test_the_card_says_when_no_threshold_met_the_false_flag_cap():
+    from engines.training.train import verdict_note
+    from engines.training.validation import Verdict
+
+    met = Verdict("flagged", 0.8, 40, 0.9, 0.02)
+    missed = Verdict("flagged", 0.95, 40, 0.82, 0.091)
+    assert "flagging at most 3% of clean frames (flagged 2.0%)" in verdict_note(met, 0.03)
+    note = verdict_note(missed, 0.03)
+    assert "no choice flagged at most 3%" in note and "flags fewest (9.1%" in note
 
 
 def test_validation_frames_need_their_labels(tiny_dataset, tmp_path, caplog):
