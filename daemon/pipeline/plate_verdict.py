@@ -10,6 +10,7 @@ a clean field (no mask, no artifact rows), as if the detector had not flagged it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,6 +35,8 @@ class PlateVerdict:
         self.segment_all = segment_all
         self.metrics = metrics
         self._told: set[str] = set()  # plates whose operator has been told once
+        self._judged = 0  # fields judged, and the count when each plate's last one was
+        self._last_seen: dict[str, int] = {}
 
     def __call__(self, results: Sequence[FrameResult]) -> list[FrameResult]:
         return [self.judge(r) for r in results]
@@ -58,6 +61,7 @@ class PlateVerdict:
         plate = result.frame.meta.plate
         stands = self.baseline.stands_out(plate, result.score)
         self._report(plate)
+        self._end_plates(plate)
         flagged, keep = plate_verdict(result.score, result.n_artifacts, stands,
                                       self.detect_threshold, self.segment_all)
         if flagged or not result.flagged or on_the_optics(result):  # nothing withdrawn
@@ -71,6 +75,22 @@ class PlateVerdict:
         baseline = self.baseline.baseline(plate)
         if baseline is not None and self.metrics is not None:
             self.metrics.plate_baseline.labels(plate=plate or "-").set(baseline)
+
+    def _end_plates(self, plate: str) -> None:
+        """A plate none of whose fields was among the last `window` has ended: its baseline
+        and its series go, or a service running for months would keep one per plate."""
+        self._judged += 1
+        self._last_seen[plate] = self._judged
+        window = self.baseline.options.window
+        if self._judged % window:
+            return
+        for name, last in list(self._last_seen.items()):
+            if self._judged - last >= window:
+                del self._last_seen[name]
+                self.baseline.forget(name)
+                if self.metrics is not None:
+                    with contextlib.suppress(KeyError):
+                        self.metrics.plate_baseline.remove(name or "-")
 
     def _tell(self, plate: str) -> None:
         if plate in self._told:

@@ -74,6 +74,11 @@ class PlateBaseline:
         with self._lock:
             self._history(plate).extend(logit(s) for s in scores)
 
+    def forget(self, plate: str) -> None:
+        """A plate that has ended."""
+        with self._lock:
+            self._plates.pop(plate, None)
+
     def baseline(self, plate: str) -> float | None:
         """The plate's baseline as a score (None until it has `min_fields` fields)."""
         with self._lock:

@@ -162,3 +162,17 @@ def test_a_field_showing_dirt_on_the_optics_keeps_its_flag():
     assert kept.flagged and kept.labels.any()
     (typical,) = verdict([_result("P", 0.95, 1)])  # the same score, nothing on the optics
     assert not typical.flagged
+
+
+def test_an_ended_plate_drops_its_baseline_and_its_series():
+    metrics = Metrics()
+    verdict = PlateVerdict(PlateBaselineOptions(window=20), detect_threshold=0.5,
+                           segment_all=False, metrics=metrics)
+    verdict([_result("A", 0.9) for _ in range(10)])
+    assert verdict.baseline.baseline("A") is not None
+    assert metrics.plate_baseline.labels(plate="A")._value.get() > 0
+    verdict([_result("B", 0.1) for _ in range(30)])  # plate A ended 20 fields ago
+    assert verdict.baseline.baseline("A") is None
+    exported = [s.labels.get("plate") for f in metrics.registry.collect()
+                if f.name == "artifactd_plate_baseline_score" for s in f.samples]
+    assert exported == ["B"]
