@@ -32,11 +32,13 @@ def artifactd(*args: str) -> None:
 
 
 def rendered(folder: Path, renderer: str, seed: int, count: int,
-             plate_seed: int | None = None) -> Path:
+             plate_seed: int | None = None, artifact_probability: float = 0.5) -> Path:
+    """1080 x 1080 uint16 frames with masks (made once: kept where they already are)."""
     if not (folder / "labels.csv").is_file():
         plate = [] if plate_seed is None else ["--plate-seed", str(plate_seed)]
         artifactd("synth", "--out", str(folder), "--count", str(count), "--seed", str(seed),
-                  "--size", "1080", "--renderer", renderer, *plate)
+                  "--size", "1080", "--renderer", renderer, *plate,
+                  "--artifact-probability", str(artifact_probability))
     return folder
 
 

@@ -14,57 +14,41 @@ table for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from bench.adapt import rendered
+from engines.evaluation.scoring import PixelCounts, image_scores, pixel_counts, pixel_scores
 
 SEEDS = {"relief": 9600, "caustic": 9700}  # dataset seed = this + plate seed
 PREVALENCES = {"10 %": (0.1, 1), "50 %": (0.5, 101)}  # -> probability, first plate seed
 METHODS = ("as deployed (plate-relative)", "detector alone")
 
 
-def rendered(folder: Path, renderer: str, plate: int, count: int, probability: float) -> Path:
-    if not (folder / "labels.csv").is_file():
-        subprocess.run([sys.executable, "-m", "daemon.cli", "synth", "--out", str(folder),
-                        "--count", str(count), "--seed", str(SEEDS[renderer] + plate),
-                        "--size", "1080", "--renderer", renderer, "--plate-seed", str(plate),
-                        "--artifact-probability", str(probability)], check=True)
-    return folder
-
-
 class Pooled:
-    """Image and pixel counts of one method over several plates."""
+    """One method's flags, and its artifact-pixel counts, over several plates."""
 
     def __init__(self) -> None:
-        self.clean = self.clean_flagged = self.dirty = self.dirty_found = 0
+        self.flags: list[bool] = []
+        self.truth: list[bool] = []
+        self.pixels = PixelCounts(0, 0, 0, 0)
         self.plates = self.plates_off = 0
-        self.pixels = None
 
     def add(self, flags: list[bool], dataset, labels: list[np.ndarray]) -> None:
-        from engines.evaluation.scoring import pixel_counts
-
-        flags, truth = np.array(flags), dataset.labels.astype(bool)
-        self.clean += int((~truth).sum())
-        self.clean_flagged += int(flags[~truth].sum())
-        self.dirty += int(truth.sum())
-        self.dirty_found += int(flags[truth].sum())
+        truth = dataset.labels.astype(bool)
+        self.flags += flags
+        self.truth += truth.tolist()
         self.plates += 1
-        self.plates_off += bool(flags[~truth].mean() > 0.1) if (~truth).any() else 0
+        self.plates_off += bool(image_scores(np.array(flags), truth)["false_flag_rate"] > 0.1)
         for i in dataset.with_masks:
-            counts = pixel_counts(labels[i] > 0, dataset.samples[i].mask > 0)
-            self.pixels = counts if self.pixels is None else self.pixels + counts
+            self.pixels = self.pixels + pixel_counts(labels[i] > 0, dataset.samples[i].mask > 0)
 
     def row(self) -> dict:
-        from engines.evaluation.scoring import pixel_scores
-
-        precision = self.dirty_found / max(self.dirty_found + self.clean_flagged, 1)
-        recall = self.dirty_found / max(self.dirty, 1)
-        return {"false_flag_rate": self.clean_flagged / max(self.clean, 1), "recall": recall,
-                "image_f1": 2 * precision * recall / max(precision + recall, 1e-9),
-                "pixel_iou": pixel_scores(self.pixels)["iou"],
+        image = image_scores(np.array(self.flags), np.array(self.truth))
+        return {"false_flag_rate": image["false_flag_rate"], "recall": image["recall"],
+                "image_f1": image["f1"], "pixel_iou": pixel_scores(self.pixels)["iou"],
                 "plates_off": f"{self.plates_off} of {self.plates}"}
 
 
@@ -97,7 +81,8 @@ def main() -> int:
             pooled = defaultdict(Pooled)
             for plate in range(first, first + args.plates):
                 name = f"{renderer}-{int(probability * 100)}-p{plate}"
-                folder = rendered(args.work / name, renderer, plate, args.frames, probability)
+                folder = rendered(args.work / name, renderer, SEEDS[renderer] + plate,
+                                  args.frames, plate, probability)
                 judge_plate(bundle, folder, pooled)
             for method in METHODS:
                 r = pooled[method].row()

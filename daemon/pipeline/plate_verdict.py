@@ -50,7 +50,7 @@ class PlateVerdict:
             return None
         verdict = cls(config.plate_baseline, analysis.detect_threshold, analysis.segment_all,
                       metrics)
-        table = store.frame_table()
+        table = store.frame_table(("plate", "score"))  # not the identities: start-up stays quick
         plates, scores = np.asarray(table["plate"]), np.asarray(table["score"])
         window = verdict.baseline.options.window
         for plate in np.unique(plates) if len(plates) else ():

@@ -108,8 +108,11 @@ class Writer:
     def _write(self, items: list) -> None:
         # Marked first: a field showing dirt on the optics keeps its flag whatever its plate's
         # baseline (daemon.pipeline.plate_verdict).
-        results = self._judge(self._mark_stationary([i for i in items
-                                                     if isinstance(i, FrameResult)]))
+        results = [i for i in items if isinstance(i, FrameResult)]
+        results = _amended(self.mark_stationary, results, "marking artifacts on the optics "
+                           "failed; {n} result(s) stored unmarked")
+        results = _amended(self.judge, results, "the plate-relative verdict failed; {n} "
+                           "result(s) stored with the detector's own verdict")
         failures = [i for i in items if isinstance(i, FrameFailure)]
         durable = self._durably(results, failures)
         if durable is None:
@@ -124,27 +127,6 @@ class Writer:
             except Exception:
                 logger.exception("a results sink failed; results are durable regardless")
         self._done(len(items))
-
-    def _judge(self, results: list[FrameResult]) -> list[FrameResult]:
-        if self.judge is None or not results:
-            return results
-        try:
-            return self.judge(results)
-        except Exception:  # the results matter more than the plate's say
-            logger.exception("the plate-relative verdict failed; %d result(s) stored with the "
-                             "detector's own verdict", len(results))
-            return results
-
-    def _mark_stationary(self, results: list[FrameResult]) -> list[FrameResult]:
-        mark = self.mark_stationary
-        if mark is None or not results:
-            return results
-        try:
-            return mark(results)
-        except Exception:  # the results matter more than the marking
-            logger.exception("marking artifacts on the optics failed; %d result(s) stored "
-                             "unmarked", len(results))
-            return results
 
     def _durably(
         self, results: list[FrameResult], failures: list[FrameFailure]
@@ -233,6 +215,20 @@ class Writer:
             metrics.failed.labels(reason=failure.reason).inc()
             self.tally.add_failure(failure)
             logger.warning("%s", failure.message)
+
+
+def _amended(step: MarkStationary | JudgeAgainstPlate | None, results: list[FrameResult],
+             failed: str) -> list[FrameResult]:
+    """The results after a step that annotates them before they are stored (the optics
+    marking, then the plate-relative verdict: a field showing dirt on the optics keeps its
+    flag); as they were where the step fails, since the results matter more than the step."""
+    if step is None or not results:
+        return results
+    try:
+        return step(results)
+    except Exception:
+        logger.exception(failed.format(n=len(results)))
+        return results
 
 
 def frame_failure(frame: Frame, reason: str, message: str) -> FrameFailure:

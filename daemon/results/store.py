@@ -340,9 +340,10 @@ class ResultsStore:
         """Committed frames per mask stack."""
         return {name: s.committed for name, s in self._stacks.items()}
 
-    def frame_table(self) -> dict[str, np.ndarray]:
-        """The committed frame rows, one numpy array per column (strings as object arrays)."""
-        return self._read_table("frames")
+    def frame_table(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The committed frame rows, one numpy array per column (strings as object arrays);
+        only the named columns where `columns` is given."""
+        return self._read_table("frames", columns)
 
     def artifact_table(self) -> dict[str, np.ndarray]:
         return self._read_table("artifacts")
@@ -365,10 +366,14 @@ class ResultsStore:
                                                VERDICT_COLUMNS[1:])
                     for identity, row in rows.items()}
 
-    def _read_table(self, table: str) -> dict[str, np.ndarray]:
+    def _read_table(self, table: str, names: Sequence[str] | None = None
+                    ) -> dict[str, np.ndarray]:
         self._check_open()
+        columns = self._columns[table]
+        if names is not None:
+            columns = {name: columns[name] for name in names}
         with self._lock:
-            return reads.read_table(self.path, table, self._columns[table], self._counts[table])
+            return reads.read_table(self.path, table, columns, self._counts[table])
 
     def mask(self, row: int) -> np.ndarray:
         """The label mask of frame-table row `row` (zeros of the frame's shape when none)."""

@@ -75,7 +75,8 @@ def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
     engine = create_engine(bundle, backend=backend, threads=threads)
     card = bundle.card
     options = AnalysisOptions.from_card(card, segment, detect_threshold)
-    alone = MethodRun(f"artifactd ({card.mode}), detector alone")
+    name = f"artifactd ({card.mode})"
+    alone = MethodRun(f"{name}, detector alone")
     familiarity = Familiarity.from_dict(card.familiarity)
     founds = []
     try:
@@ -90,15 +91,15 @@ def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
             founds.append(found)
     finally:
         engine.close()
-    return [against_one_plate(alone, founds, options, plate or PlateBaselineOptions()), alone]
+    deployed = against_one_plate(name, alone, founds, options, plate or PlateBaselineOptions())
+    return [deployed, alone]
 
 
-def against_one_plate(alone: MethodRun, founds: list, options: AnalysisOptions,
+def against_one_plate(name: str, alone: MethodRun, founds: list, options: AnalysisOptions,
                       plate: PlateBaselineOptions) -> MethodRun:
     """The service's plate-relative verdict over the frames, in the order given."""
     baseline = PlateBaseline(plate)
-    run = MethodRun(alone.name.removesuffix(", detector alone"), seconds=alone.seconds,
-                    unfamiliarity=alone.unfamiliarity)
+    run = MethodRun(name, seconds=alone.seconds, unfamiliarity=alone.unfamiliarity)
     for found in founds:
         stands = baseline.stands_out("", found.score)
         flagged, keep = plate_verdict(found.score, found.n_artifacts, stands,

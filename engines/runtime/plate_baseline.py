@@ -24,7 +24,6 @@ Frames are judged in the order they come, against the fields before them; the fi
 from __future__ import annotations
 
 import math
-import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -51,41 +50,37 @@ def logit(score: float) -> float:
 class PlateBaseline:
     """Each plate's recent detector scores; says whether a field stands out from them.
 
-    Safe to call from several threads (the service's post-processing threads share one).
+    Called from one thread, in the order fields are judged (the service's writer, reprocess's
+    committer, `artifactd eval`).
     """
 
     def __init__(self, options: PlateBaselineOptions | None = None) -> None:
         self.options = options or PlateBaselineOptions()
         self._plates: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
     def stands_out(self, plate: str, score: float) -> bool:
         """Whether this field's score is high for its plate (True while the plate has too few
         fields to tell); then the score joins the plate's baseline."""
         value = logit(score)
-        with self._lock:
-            history = self._history(plate)
-            bar = self._bar(history)
-            history.append(value)
+        history = self._history(plate)
+        bar = self._bar(history)
+        history.append(value)
         return bar is None or value >= bar
 
     def seed(self, plate: str, scores) -> None:
         """Scores of fields judged before (a restart reads them back from the store)."""
-        with self._lock:
-            self._history(plate).extend(logit(s) for s in scores)
+        self._history(plate).extend(logit(s) for s in scores)
 
     def forget(self, plate: str) -> None:
         """A plate that has ended."""
-        with self._lock:
-            self._plates.pop(plate, None)
+        self._plates.pop(plate, None)
 
     def baseline(self, plate: str) -> float | None:
         """The plate's baseline as a score (None until it has `min_fields` fields)."""
-        with self._lock:
-            history = self._plates.get(plate)
-            if history is None or len(history) < self.options.min_fields:
-                return None
-            return 1 / (1 + math.exp(-float(np.quantile(history, self.options.quantile))))
+        history = self._plates.get(plate)
+        if history is None or len(history) < self.options.min_fields:
+            return None
+        return 1 / (1 + math.exp(-float(np.quantile(history, self.options.quantile))))
 
     def _history(self, plate: str) -> deque[float]:
         history = self._plates.get(plate)

@@ -307,16 +307,17 @@ def judge_shipped(work: Path) -> int:
     keeps the commands that made the model."""
     card_path = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
     made = card_path.read_text().split("## How it was made")[1].split("```")[1].strip()
-    log = made.splitlines()
+    made = made.splitlines()
+    scratch = list(made)  # what synth would list: the card's own list has the sets' commands
     judged = {HELD_OUT[0]: synth(work, HELD_OUT[0], HELD_OUT[1], HELD_OUT[2], HELD_OUT[3],
-                                 1080, log)}
+                                 1080, scratch)}
     for spec in (*IN_DOMAIN_HELD_OUT, *CROSS_HELD_OUT):
-        judged[spec[0]] = rendered(work, spec, log)
+        judged[spec[0]] = rendered(work, spec, scratch)
     reports = {"supervised": {title: evaluate(work, DEFAULT_MODEL_DIR, judged[name], [])
                               for title, name in JUDGED}}
     copy_reports({"supervised": DEFAULT_MODEL_DIR}, judged, work)
     write_text_atomically(card_path, model_card("supervised", {"supervised": DEFAULT_MODEL_DIR},
-                                                reports, log[:len(made.splitlines())]))
+                                                reports, made))
     print(f"default model judged again: {card_path}")
     return 0
 

@@ -52,7 +52,7 @@ from engines.training.options import (
     resolve_mode,
 )
 from engines.training.targets import initial_outliner, segmenter_targets
-from engines.training.validation import Verdict, validate
+from engines.training.validation import Verdict, validate, within_cap
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def verdict_note(verdict: Verdict, cap: float) -> str:
     """What validation chose, for the card; says so where no choice met the false-flag cap."""
     chosen = (f"segment {verdict.segment}, minimum area {verdict.min_area_px} px, detector "
               f"threshold {verdict.detect_threshold}")
-    if verdict.false_flag_rate <= cap + 1e-9:
+    if within_cap(verdict.false_flag_rate, cap):
         return (f"{chosen}: the best validation image F1 ({verdict.f1:.3f}) flagging at most "
                 f"{cap:.0%} of clean frames (flagged {verdict.false_flag_rate:.1%})")
     return (f"{chosen}: no choice flagged at most {cap:.0%} of the clean validation frames; "

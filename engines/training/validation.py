@@ -117,11 +117,16 @@ def choose_verdict(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | di
                 continue  # only the U-Net's findings on every frame change the verdict
             counted = counts if mode == "all" else np.zeros_like(counts)
             t, f1, ffr = verdict_quality(scores, truth, counted, max_false_flag_rate, floor)
-            meets = ffr <= max_false_flag_rate + 1e-9
+            meets = within_cap(ffr, max_false_flag_rate)
             key = (meets, f1 if meets else -ffr, f1)
             if best_key is None or key > best_key:
                 chosen, best_key = Verdict(mode, t, area, f1, ffr), key
     return chosen
+
+
+def within_cap(false_flag_rate: float, cap: float) -> bool:
+    """Whether a choice flags at most `cap` of the clean frames (rounding aside)."""
+    return false_flag_rate <= cap + 1e-9
 
 
 def best_f1_threshold(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | None = None,
@@ -151,7 +156,7 @@ def verdict_quality(scores: np.ndarray, truth: np.ndarray, found: np.ndarray | N
         tp = np.sum(flagged & (truth == 1))
         f1 = 2 * tp / max(1, flagged.sum() + (truth == 1).sum())
         ffr = np.sum(flagged & (truth == 0)) / clean
-        meets = ffr <= max_false_flag_rate + 1e-9
+        meets = within_cap(ffr, max_false_flag_rate)
         rank = (meets, f1 if meets else -ffr, f1)
         candidates.append((rank, (float(round(t, 2)), float(f1), float(ffr))))
     best = max(key for key, _ in candidates)
