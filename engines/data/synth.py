@@ -4,7 +4,8 @@ What every renderer shares lives here: the options (``SynthOptions``), a frame w
 mask and object table (``SynthFrame``, ``SynthObject``), the registry of renderers and
 ``frame_for`` (frame ``index`` of dataset ``seed``, always the same arrays), and writing a
 dataset to disk. The renderers are the packages beside this module: ``render_halo`` (the
-default), ``render_wave``, ``render_monolayer``, ``render_relief`` and ``render_caustic``.
+default), ``render_wave``, ``render_monolayer``, ``render_relief``, ``render_caustic`` and
+``render_particle``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class SynthOptions:
 
 
 DEFAULT_OPTIONS = SynthOptions()  # what a renderer draws when it is given no options
-PLATE_RENDERERS = ("relief", "caustic")  # those that draw frames of one plate (plate_seed)
+# Those that draw frames of one plate (plate_seed).
+PLATE_RENDERERS = ("relief", "caustic", "particle")
 
 
 def plate_look(rng: np.random.Generator, options: SynthOptions) -> np.random.Generator:
@@ -120,6 +122,7 @@ RENDERERS = {
     "monolayer": "engines.data.render_monolayer",  # procedural intensity layers: adherent cells
     "relief": "engines.data.render_relief",  # height field under oblique light, Beer-Lambert stain
     "caustic": "engines.data.render_caustic",  # ray displacement and caustics, level-set cells
+    "particle": "engines.data.render_particle",  # particle clouds as defocused shadows, rings
 }
 
 

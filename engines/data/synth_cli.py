@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--renderer", choices=tuple(RENDERERS), default="halo",
                         help="how images are formed: halo (round cells with halos), wave (wave "
                              "optics), monolayer (procedural intensity layers), relief (a "
-                             "height field under oblique light) or caustic (ray optics); all but "
-                             "halo draw adherent cells")
+                             "height field under oblique light), caustic (ray optics) or particle "
+                             "(particle clouds as defocused shadows); all but halo draw adherent "
+                             "cells")
     parser.add_argument("--channels", type=int, default=1, help="defocused copies as (C, H, W)")
     parser.add_argument("--planes", type=int, default=1, help="a z-stack as (Z, H, W)")
     parser.add_argument("--plate-seed", type=int, default=None, metavar="N",
@@ -55,9 +56,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"artifactd synth: --count must be >= 0, got {args.count}", file=sys.stderr)
         return 2
     if args.plate_seed is not None and args.renderer not in PLATE_RENDERERS:
+        expected = f"{', '.join(PLATE_RENDERERS[:-1])} or {PLATE_RENDERERS[-1]}"
         print(f"artifactd synth: --plate-seed: the {args.renderer} renderer draws each frame's "
-              f"cells and optics itself; expected --renderer {' or '.join(PLATE_RENDERERS)}",
-              file=sys.stderr)
+              f"cells and optics itself; expected --renderer {expected}", file=sys.stderr)
         return 2
     try:
         options = SynthOptions(

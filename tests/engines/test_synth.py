@@ -154,7 +154,7 @@ def test_cli_writes_a_dataset_and_refuses_a_non_empty_folder(tmp_path):
     assert "not an empty folder" in again.stderr
 
 
-@pytest.mark.parametrize("renderer", ["relief", "caustic"])
+@pytest.mark.parametrize("renderer", ["relief", "caustic", "particle"])
 def test_frames_of_one_plate_share_its_look_and_differ_in_their_fields(renderer):
     """--plate-seed: one pixel size, kind of cells, stain and optics; the fields differ."""
     plate = SynthOptions(height=160, width=160, plate_seed=5)
@@ -171,5 +171,6 @@ def test_a_plate_seed_is_refused_for_a_renderer_that_draws_no_plates(tmp_path):
     done = run_cli("--out", str(tmp_path / "s"), "--count", "2", "--seed", "1", "--size", "64",
                    "--plate-seed", "3")
     assert done.returncode == 2
-    assert "--plate-seed" in done.stderr and "expected --renderer relief or caustic" in done.stderr
+    assert "--plate-seed" in done.stderr
+    assert "expected --renderer relief, caustic or particle" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "s").exists()
