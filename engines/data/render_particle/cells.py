@@ -40,7 +40,7 @@ def draw_look(rng: np.random.Generator) -> CellLook:
         coverage=float(rng.uniform(0.7, 1.3) if kind == "sheet" else rng.uniform(0.05, 0.8)),
         aspect=float(rng.uniform(3, 8) if kind == "spindle" else rng.uniform(1, 2.2)),
         roughness=float(rng.uniform(0.1, 0.5) if kind == "round" else rng.uniform(0.4, 1.6)),
-        density=float(rng.uniform(0.12, 0.5)),
+        density=float(rng.uniform(0.2, 0.6)),
         scatter=float(rng.uniform(0.05, 0.45)),
         stain=float(rng.uniform(0.1, 1.1)) if stained else 0.0,
         granules=int(rng.integers(0, 40)),

@@ -77,7 +77,8 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS
     um = _pixel_size(plate, options)
     look, optics, camera = draw_look(plate), draw_optics(plate, um), draw_camera(plate)
     shape = (options.height, options.width)
-    cells = Layer(cells_of_field(rng, look, shape, um), "cell", look.grain_um / um)
+    # A cell's texture is never finer than a pixel or two, whatever the pixel size.
+    cells = Layer(cells_of_field(rng, look, shape, um), "cell", max(look.grain_um / um, 1.2))
     layers: dict[str, list[Cloud]] = {"cell": [], "bottom": [], "float": []}
     shadow = np.ones(shape, np.float32)
     drawn = []
