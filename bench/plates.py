@@ -1,14 +1,15 @@
 """The shipped model on whole plates of renderers it never trained on, as a screen runs.
 
     python -m bench.plates [--work runs/plates] [--plates 8] [--frames 40]
+                           [--renderers relief,caustic,particle]
 
 A real plate is one cell line, one stain, one microscope; only the fields differ. Each plate
-here is rendered so (`artifactd synth --plate-seed`): relief and caustic plates (renderers the
-model never trained on), at 10 % artifact prevalence (real screens) and at 50 %. Every plate is
-judged as `artifactd eval` judges a folder, frames in order as one plate: as deployed (the
-plate-relative verdict) and by the detector alone. Counts are pooled over the plates; a plate
-"switched off" is one where more than 10 % of its clean fields are flagged. Prints a markdown
-table for bench/RESULTS.md.
+here is rendered so (`artifactd synth --plate-seed`): relief, caustic and particle plates
+(renderers the model never trained on), at 10 % artifact prevalence (real screens) and at
+50 %. Every plate is judged as `artifactd eval` judges a folder, frames in order as one plate:
+as deployed (the plate-relative verdict) and by the detector alone. Counts are pooled over the
+plates; a plate "switched off" is one where more than 10 % of its clean fields are flagged.
+Prints a markdown table for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from bench.adapt import rendered
 from engines.evaluation.scoring import PixelCounts, image_scores, pixel_counts, pixel_scores
 
-SEEDS = {"relief": 9600, "caustic": 9700}  # dataset seed = this + plate seed
+SEEDS = {"relief": 9600, "caustic": 9700, "particle": 9800}  # dataset seed = this + plate seed
 PREVALENCES = {"10 %": (0.1, 1), "50 %": (0.5, 101)}  # -> probability, first plate seed
 METHODS = ("as deployed (plate-relative)", "detector alone")
 
@@ -69,14 +70,19 @@ def main() -> int:
     parser.add_argument("--plates", type=int, default=8, help="plates per renderer and prevalence")
     parser.add_argument("--frames", type=int, default=40, help="fields per plate")
     parser.add_argument("--model", default="default")
+    parser.add_argument("--renderers", default=",".join(SEEDS),
+                        help=f"comma-separated, of {', '.join(SEEDS)}")
     args = parser.parse_args()
+    renderers = args.renderers.split(",")
+    if unknown := [r for r in renderers if r not in SEEDS]:
+        parser.error(f"--renderers: {', '.join(unknown)}: expected some of {', '.join(SEEDS)}")
     from engines.runtime.modelcard import load_model
 
     bundle = load_model(args.model)
     table = ["| renderer | artifact prevalence | verdict | clean fields flagged | artifact "
              "fields found | image F1 | pixel IoU | plates with > 10 % of clean fields flagged |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
-    for renderer in SEEDS:
+    for renderer in renderers:
         for prevalence, (probability, first) in PREVALENCES.items():
             pooled = defaultdict(Pooled)
             for plate in range(first, first + args.plates):
