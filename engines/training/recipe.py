@@ -56,8 +56,11 @@ HELD_OUT = ("heldout", 9001, "uint16", 200)
 # validation frames: two renderers were not enough variety.)
 CROSS_TRAIN = (("wave", "wave", 201, 640, 0.5), ("monolayer", "monolayer", 311, 640, 0.5))
 CROSS_VALIDATION = ("v-relief", "relief", 501, 200, 0.5)
+# Particle frames (a sixth renderer) are used for nothing else: no training, no thresholds.
 CROSS_HELD_OUT = (("heldout-relief-50", "relief", 9501, 200, 0.5),
-                  ("heldout-relief-10", "relief", 9502, 200, 0.1))
+                  ("heldout-relief-10", "relief", 9502, 200, 0.1),
+                  ("heldout-particle-50", "particle", 9801, 200, 0.5),
+                  ("heldout-particle-10", "particle", 9802, 200, 0.1))
 IN_DOMAIN_HELD_OUT = (("heldout-wave", "wave", 9201, 200, 0.5),
                       ("heldout-monolayer-50", "monolayer", 9301, 200, 0.5),
                       ("heldout-monolayer-10", "monolayer", 9302, 200, 0.1))
@@ -230,11 +233,14 @@ def model_card(chosen: str, models: dict[str, Path], reports: dict[str, dict[str
         "stained cells), `monolayer` (procedural intensity layers: Voronoi monolayers, "
         "fibroblasts, epithelial islands, stains, well edges) and `relief` (a height field under "
         "oblique light with Beer-Lambert stain), and `caustic` (geometric optics: ray "
-        "displacement and caustics, cells from random-field level sets). The model trains on "
-        "halo, wave and monolayer frames. Its thresholds, minimum artifact area and segment mode "
-        "are chosen on 200 relief frames (seed 501) for the best image F1 flagging at most 3 % of "
-        "clean frames; it is judged on other relief frames (seeds 9501 and 9502), never trained "
-        "on. Caustic frames, never used at all, measure adaptation (bench/RESULTS.md).",
+        "displacement and caustics, cells from random-field level sets) and `particle` (cells "
+        "and artifacts as clouds of absorbing and scattering particles, each depth layer imaged "
+        "as defocus-disc shadows with annular halos). The model trains on halo, wave and "
+        "monolayer frames. Its thresholds, minimum artifact area and segment mode are chosen on "
+        "200 relief frames (seed 501) for the best image F1 flagging at most 3 % of clean "
+        "frames; it is judged on other relief frames (seeds 9501 and 9502), never trained on, "
+        "and on particle frames (seeds 9801 and 9802), used for nothing else. Caustic frames "
+        "measure adaptation (bench/RESULTS.md).",
         "",
     ]
     for mode, by_set in reports.items():
@@ -308,18 +314,40 @@ def judge_shipped(work: Path) -> int:
     card_path = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
     made = card_path.read_text().split("## How it was made")[1].split("```")[1].strip()
     made = made.splitlines()
-    scratch = list(made)  # what synth would list: the card's own list has the sets' commands
+    new_sets: list[str] = []  # commands of sets the card does not list yet
     judged = {HELD_OUT[0]: synth(work, HELD_OUT[0], HELD_OUT[1], HELD_OUT[2], HELD_OUT[3],
-                                 1080, scratch)}
+                                 1080, new_sets)}
     for spec in (*IN_DOMAIN_HELD_OUT, *CROSS_HELD_OUT):
-        judged[spec[0]] = rendered(work, spec, scratch)
-    reports = {"supervised": {title: evaluate(work, DEFAULT_MODEL_DIR, judged[name], [])
+        judged[spec[0]] = rendered(work, spec, new_sets)
+    reports = {"supervised": {title: evaluate(work, DEFAULT_MODEL_DIR, judged[name], new_sets)
                               for title, name in JUDGED}}
     copy_reports({"supervised": DEFAULT_MODEL_DIR}, judged, work)
     write_text_atomically(card_path, model_card("supervised", {"supervised": DEFAULT_MODEL_DIR},
-                                                reports, made))
+                                                reports, with_new_sets(made, new_sets)))
     print(f"default model judged again: {card_path}")
     return 0
+
+
+def with_new_sets(made: list[str], new: list[str]) -> list[str]:
+    """The card's commands with those of newly judged sets: each synth beside the others, each
+    evaluation as the card's own evaluations name the model (the shipped folder's source)."""
+    evals = [c for c in made if c.startswith("artifactd eval ")]
+    shipped = shlex.split(evals[0])[shlex.split(evals[0]).index("--model") + 1] if evals else None
+    synths = [c for c in new if c.startswith("artifactd synth ") and c not in made]
+    judged = []
+    for command in new:
+        if not command.startswith("artifactd eval "):
+            continue
+        words = shlex.split(command)
+        if shipped:
+            words[words.index("--model") + 1] = shipped
+            out = words.index("--out") + 1
+            words[out] = words[out].replace(DEFAULT_MODEL_DIR.name, Path(shipped).name)
+        if shlex.join(words) not in made:
+            judged.append(shlex.join(words))
+    first_train = next((i for i, c in enumerate(made) if c.startswith("artifactd train ")),
+                       len(made))
+    return [*made[:first_train], *synths, *made[first_train:], *judged]
 
 
 def copy_reports(models: dict[str, Path], judged: dict[str, Path], work: Path) -> None:
