@@ -6,7 +6,7 @@ threshold is chosen on it. Its idea of how a brightfield image forms:
 - Everything in the well (cells, dust, fibres, crystals) is a cloud of small particles, each
   with an absorbance (stain, opaque matter) and a scattering strength (refractile matter), and
   each cloud lies at a depth. Particles are splatted onto the pixel grid and summed per depth
-  layer: the cell plane, a plane a few to tens of um above it (floating bubbles and clumps) and
+  layer: the cell plane, a plane 3 to 15 um above it (floating bubbles and clumps) and
   the optics (dirt on a lens or the condenser, far out of focus).
 - Each layer is imaged as a shadowgraph: absorbed light and light scattered out of the
   objective's aperture are lost, spread over a disc whose radius grows with the layer's defocus

@@ -94,15 +94,16 @@ def bubble(rng: np.random.Generator, w: Where) -> Artifact:
     n = int(DENSITY * 2 * math.pi * r * max(rim * r, 1.0))
     theta = rng.uniform(0, 2 * math.pi, n)
     rr = r * (1 - rim * rng.random(n))
-    cloud = Cloud.of(cy + rr * np.sin(theta), cx + rr * np.cos(theta), 0.05,
-                     rng.uniform(1.5, 4.0) / DENSITY)
+    # Light hitting the meniscus is reflected away: the rim is lost light, whatever the focus.
+    cloud = Cloud.of(cy + rr * np.sin(theta), cx + rr * np.cos(theta),
+                     rng.uniform(0.8, 2.5) / DENSITY, rng.uniform(1.5, 4.0) / DENSITY)
     yy, xx = np.ogrid[: w.shape[0], : w.shape[1]]
     return Artifact("float", cloud, (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
 
 
 def clump(rng: np.random.Generator, w: Where) -> Artifact:
     """Detached cells heaped up and floating: many dense bodies, dark where they stack."""
-    r = _radius_px(rng, w, 5000.0, 1.2, 0.49)
+    r = _radius_px(rng, w, 8000.0, 1.1, 0.49)
     cy, cx = w.point(rng)
     cell_px = max(min(w.look.radius_um / w.um * 0.5, r / 2), 3.0)
     count = int(np.clip((r / cell_px) ** 2 * rng.uniform(1.5, 3.0), 3, 400))
@@ -112,7 +113,7 @@ def clump(rng: np.random.Generator, w: Where) -> Artifact:
         n = int(DENSITY * math.pi * cell_px**2)
         y, x, rel = inside_outline(rng, n, cy + off[0], cx + off[1], cell_px, 1.2, 0.0, 0.3,
                                    centre_weight=1.0)
-        parts.append(Cloud.of(y, x, (0.15 + w.look.stain) * (1.5 - rel) / DENSITY,
+        parts.append(Cloud.of(y, x, (0.4 + w.look.stain) * (1.5 - rel) / DENSITY,
                               0.6 * (1.5 - rel) / DENSITY))
     cloud = Cloud.join(parts)
     return Artifact("float", cloud, footprint(cloud, w.shape, close_px=int(cell_px)))

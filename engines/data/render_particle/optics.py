@@ -30,7 +30,7 @@ def draw_optics(rng: np.random.Generator, um: float) -> Optics:
     shadow = float(rng.uniform(0.03, 0.25))
     return Optics(
         z_cell_um=z, z_bottom_um=z - float(rng.uniform(1, 4)),
-        z_float_um=z + float(rng.uniform(5, 40)), shadow_angle=shadow,
+        z_float_um=z + float(rng.uniform(3, 15)), shadow_angle=shadow,
         ring_angle=shadow * float(rng.uniform(1.3, 3.0)), kept=float(rng.uniform(0.5, 0.95)),
         psf_sigma_px=float(rng.uniform(0.25, 0.6)) / um,
     )
