@@ -189,10 +189,11 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def _cell(value) -> str:
-    if value is None:
+    """A figure to 3 decimals; "–" where there was nothing to measure (no small artifacts)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.3f}"
+        return f"{value:.3f}"
     return str(value)
 
 

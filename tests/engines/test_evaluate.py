@@ -112,3 +112,16 @@ def test_eval_flags_at_the_threshold_it_is_given(tiny_models, tmp_path, caplog):
     assert main(parser.parse_args([*common, "--out", str(tmp_path / "no"),
                                    "--detect-threshold", "1.5"])) == 2
     assert "--detect-threshold 1.5: expected a probability between 0 and 1" in caplog.text
+
+
+def test_the_table_says_nothing_was_measured_rather_than_nan():
+    from engines.evaluation.evaluate import markdown_table
+
+    row = {"method": "m", "image": {"f1": 0.5, "precision": 0.5, "recall": 0.5,
+                                    "false_flag_rate": 0.25},
+           "pixel": {"iou": 0.1, "dice": 0.2, "precision": 0.3, "recall": 0.4},
+           "object_f1_iou50": 0.0, "size_mae_px": 1.0, "small_artifact_found": float("nan"),
+           "seconds_per_frame": 0.05}
+    line = markdown_table([row]).splitlines()[-1]
+    assert "nan" not in line
+    assert line.split(" | ")[-2] == "–" and "0.250" in line
