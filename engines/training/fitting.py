@@ -5,10 +5,13 @@ that make one seed give one model."""
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 import warnings
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,24 +52,27 @@ class Checkpoints:
         return self.folder / f"{stage}.pt"
 
     def save(self, stage: str, step: int, model: nn.Module, optimiser: torch.optim.Optimizer,
-             gen: torch.Generator, rng: np.random.Generator) -> None:
+             gen: torch.Generator, rng: np.random.Generator, cut_to: int | None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        state = {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                 "gen": gen.get_state(), "rng": rng.bit_generator.state}
+        state = {"step": step, "cut_to": cut_to, "model": model.state_dict(),
+                 "optimiser": optimiser.state_dict(), "gen": gen.get_state(),
+                 "rng": rng.bit_generator.state}
         # A checkpoint cut short by a crash must not be what --resume finds.
         replace_atomically(self.path(stage), lambda tmp: torch.save(state, tmp))
 
     def restore(self, stage: str, model: nn.Module, optimiser: torch.optim.Optimizer,
-                gen: torch.Generator, rng: np.random.Generator) -> int:
+                gen: torch.Generator, rng: np.random.Generator, steps: int) -> tuple[int, int]:
+        """(steps done, steps in all): a run whose budget cut its steps (--minutes) resumes
+        with that cut; otherwise the steps asked for now."""
         if not self.path(stage).is_file():
-            return 0
+            return 0, steps
         state = torch.load(self.path(stage), weights_only=False)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         gen.set_state(state["gen"])
         rng.bit_generator.state = state["rng"]
         logger.info("resumed %s at step %d", stage, state["step"])
-        return int(state["step"])
+        return int(state["step"]), int(state.get("cut_to") or steps)
 
 
 def fit(
@@ -78,22 +84,27 @@ def fit(
     options: TrainOptions,
     device: torch.device,
     checkpoints: Checkpoints,
+    budget_s: float | None = None,
 ) -> None:
-    """The training loop both models share: Adam, cosine decay, checkpoints, progress bar."""
+    """The training loop both models share: Adam, cosine decay, checkpoints, progress bar.
+    With `budget_s`, the steps are cut to what fits in that many seconds (StepBudget)."""
     optimiser = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     gen = torch.Generator().manual_seed(options.seed)
     # crc32, not hash(): Python salts str hashes per process, and one seed must give one model.
     rng = np.random.default_rng([options.seed, zlib.crc32(stage.encode())])
-    start = checkpoints.restore(stage, model, optimiser, gen, rng)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1),
-                                                          last_epoch=-1)
+    start, steps = checkpoints.restore(stage, model, optimiser, gen, rng, steps)
+    budget = StepBudget(stage, steps, budget_s)
+    # Cosine decay to zero over however many steps the budget leaves (read at every step).
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda t: 0.5 * (1 + math.cos(math.pi * min(t / max(budget.steps, 1), 1.0))))
     with warnings.catch_warnings():  # fast-forwarding the schedule on resume is intended
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(start):
             schedule.step()
     model.train()
-    bar = tqdm(range(start, steps), desc=stage, unit="step", initial=start, total=steps)
-    for step in bar:
+    bar = tqdm(desc=stage, unit="step", initial=start, total=budget.steps)
+    step = start
+    while step < budget.steps:
         x, y = make_batch(rng)
         if y.ndim == 4:  # masks move with their frames
             x, y = augment(x, y, gen)
@@ -104,10 +115,66 @@ def fit(
         loss.backward()
         optimiser.step()
         schedule.step()
+        step += 1
+        if budget.check(step - start):
+            bar.total = budget.steps
+        bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % options.checkpoint_every == 0 or step + 1 == steps:
-            checkpoints.save(stage, step + 1, model, optimiser, gen, rng)
+        if step % options.checkpoint_every == 0 or step == budget.steps:
+            checkpoints.save(stage, step, model, optimiser, gen, rng, budget.cut_to)
+    bar.close()
     model.eval()
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When the training steps of a run must end (--minutes); None: no limit."""
+
+    at: float | None
+
+    @classmethod
+    def after(cls, minutes: float | None) -> Deadline:
+        return cls(None if minutes is None else time.monotonic() + 60 * minutes)
+
+    def share(self, steps_here: int, steps_after: int) -> float | None:
+        """Seconds for a stage: the time left, in proportion to the steps still planned."""
+        if self.at is None:
+            return None
+        left = max(self.at - time.monotonic(), 0.0)
+        return left * steps_here / max(steps_here + steps_after, 1)
+
+
+
+class StepBudget:
+    """A stage's step count under a wall-clock budget: after a few steps, and again every few,
+    the steps left are cut to what the time left allows at the measured pace (never raised),
+    so a fine-tune keeps to its minutes on a slower machine instead of running over."""
+
+    FIRST_LOOK = 6  # steps timed before the first estimate (the first is slow: warm-up)
+    EVERY = 20
+
+    def __init__(self, stage: str, steps: int, budget_s: float | None) -> None:
+        self.stage, self.steps, self.planned, self.budget_s = stage, steps, steps, budget_s
+        self.started = time.monotonic()
+
+    @property
+    def cut_to(self) -> int | None:
+        return self.steps if self.steps != self.planned else None
+
+    def check(self, done: int) -> bool:
+        """True when the step count changed; `done` steps were run in this process."""
+        if self.budget_s is None or done < self.FIRST_LOOK or (
+                done - self.FIRST_LOOK) % self.EVERY:
+            return False
+        elapsed = time.monotonic() - self.started
+        fits = done + int((self.budget_s - elapsed) / (elapsed / done))
+        if fits >= self.steps:
+            return False
+        self.steps = max(fits, done)  # time already up: stop here
+        logger.info("%s: %d steps fit in %.1f min at %.2f s a step; training %d of the %d "
+                    "planned (--minutes)", self.stage, self.steps, self.budget_s / 60,
+                    elapsed / done, self.steps, self.planned)
+        return True
 
 
 def initial_models(options: TrainOptions) -> tuple[Detector, UNet]:
@@ -154,7 +221,8 @@ def deterministic_kernels():
 
 
 def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOptions,
-                   device: torch.device, checkpoints: Checkpoints, model: Detector) -> Detector:
+                   device: torch.device, checkpoints: Checkpoints, model: Detector,
+                   budget_s: float | None = None) -> Detector:
     model = model.to(device)
     multiple = pad_multiple(options.arch)
     labels = dataset.labels
@@ -172,13 +240,14 @@ def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOption
         return F.binary_cross_entropy_with_logits(m.logits(x), y)
 
     fit("detector", model, options.detector_steps, make_batch, loss_fn, options, device,
-        checkpoints)
+        checkpoints, budget_s)
     return model
 
 
 def train_segmenter(dataset: Dataset, train_idx: np.ndarray, targets: dict[int, np.ndarray],
                     options: TrainOptions, device: torch.device, checkpoints: Checkpoints,
-                    model: UNet) -> UNet:
+                    model: UNet,
+                    budget_s: float | None = None) -> UNet:
     model = model.to(device)
     usable = np.array([i for i in train_idx if i in targets])
     labels = dataset.labels
@@ -194,5 +263,5 @@ def train_segmenter(dataset: Dataset, train_idx: np.ndarray, targets: dict[int, 
         return bce_dice_loss(m.logits(x), y)
 
     fit("segmenter", model, options.segmenter_steps, make_batch, loss_fn, options, device,
-        checkpoints)
+        checkpoints, budget_s)
     return model

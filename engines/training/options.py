@@ -44,6 +44,9 @@ class TrainOptions:
     init: Path | None = None  # start both networks from this model folder (fine-tuning)
     detector_from: Path | None = None  # take this model's detector as is; train only the U-Net
     arch: Architecture = field(default_factory=Architecture)
+    # Wall-clock minutes for the training steps of both networks; None: no limit. The steps
+    # are cut to what fits at the measured pace; the learning rate still decays to zero.
+    minutes: float | None = None
 
 
 DEFAULTS = TrainOptions()
@@ -52,6 +55,10 @@ DEFAULTS = TrainOptions()
 # RESULTS.md), the detector on full frames (~1.3 s a step) taking most of it; ScoreCAM (~1.3 s
 # per artifact frame) and the U-Net steps come on top only where they run.
 FINE_TUNE_STEPS = {"detector": 300, "segmenter": 600}
+# ...and keeps its steps within this many minutes, so that with loading, validation and export
+# it ends within 10 minutes however fast the machine is that day (the same steps took 1.3 s on
+# one day and 1.7 s on another on the same kind of 2-core CPU).
+FINE_TUNE_MINUTES = 8.0
 # From labels alone the fine-tune keeps the U-Net as it is: on frames of a renderer it had never
 # seen, 600 steps on ScoreCAM pseudo-masks (image evidence or its own outlines) lowered pixel
 # IoU (bench/RESULTS.md, adaptation). --segmenter-steps N still trains it.

@@ -36,6 +36,7 @@ from engines.runtime.familiarity import Familiarity, appearance
 from engines.runtime.modelcard import SEGMENT_MODES, load_model
 from engines.training.fitting import (
     Checkpoints,
+    Deadline,
     deterministic_kernels,
     initial_models,
     train_detector,
@@ -43,6 +44,7 @@ from engines.training.fitting import (
 )
 from engines.training.options import (
     DEFAULTS,
+    FINE_TUNE_MINUTES,
     FINE_TUNE_STEPS,
     LABELS_ONLY_FINE_TUNE_SEGMENTER_STEPS,
     Starting,
@@ -78,6 +80,9 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
                                ("--batch-size", options.batch_size, 1)):
         if value < least:
             raise DatasetError(f"{flag} {value}: expected at least {least}")
+    if options.minutes is not None and options.minutes <= 0:
+        raise DatasetError(f"--minutes {options.minutes:g}: expected more than 0")
+    deadline = Deadline.after(options.minutes)
     train_idx, val_idx = split(dataset.labels, options.val_fraction, options.seed)
     logger.info("%s mode on %s: %d training, %d validation frames", mode, device,
                 len(train_idx), len(val_idx))
@@ -91,7 +96,9 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
         detector = initial_models(replace(options, init=options.detector_from))[0].to(device)
         notes.append(f"detector taken as is from {Path(options.detector_from).name}")
     else:
-        detector = train_detector(dataset, train_idx, options, device, checkpoints, detector)
+        detector = train_detector(dataset, train_idx, options, device, checkpoints, detector,
+                                  deadline.share(options.detector_steps,
+                                                 options.segmenter_steps))
     if options.segmenter_steps == 0:  # a detector-only stage: the U-Net stays as it is
         segmenter = segmenter.to(device).eval()
         notes.append("U-Net taken as is (no segmenter steps)")
@@ -99,7 +106,7 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
         targets = segmenter_targets(dataset, detector, mode, train_idx, val_idx, options, device,
                                     notes, initial_outliner(starting, segmenter))
         segmenter = train_segmenter(dataset, train_idx, targets, options, device, checkpoints,
-                                    segmenter)
+                                    segmenter, deadline.share(options.segmenter_steps, 0))
     judge, judged_idx = dataset, val_idx
     if validation is not None:  # thresholds chosen on another domain's frames
         judge, judged_idx = validation, np.arange(len(validation.samples))
@@ -153,6 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"U-Net training steps (default {DEFAULTS.segmenter_steps}, or "
                              f"{FINE_TUNE_STEPS['segmenter']} when fine-tuning with --init); "
                              "0 keeps the U-Net of --init as it is")
+    parser.add_argument("--minutes", type=float,
+                        help="at most this many minutes of training steps: fewer steps where "
+                             "the machine is slower, the learning rate still decaying to zero "
+                             f"(default: {FINE_TUNE_MINUTES:g} when fine-tuning with --init and "
+                             "the default steps, else no limit)")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                         help="frames (detector) or crops (U-Net) per training step")
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop,
@@ -217,6 +229,7 @@ def main(args: argparse.Namespace) -> int:
         init=args.init, detector_from=args.detector_from, cam_cache=args.cam_cache,
         max_false_flag_rate=args.max_false_flag_rate,
         arch=replace(Architecture(), in_channels=args.channels),
+        minutes=step_minutes(args),
     )
     checkpoints = Checkpoints(out.with_name(out.name + ".checkpoints"))
     if not args.resume and checkpoints.folder.exists():
@@ -237,6 +250,14 @@ def main(args: argparse.Namespace) -> int:
     logger.info("model written to %s (%s mode, validation %s)", out, trained.mode,
                 trained.validation)
     return 0
+
+
+def step_minutes(args: argparse.Namespace) -> float | None:
+    """--minutes, or the fine-tune's own limit when it runs with its default steps."""
+    if args.minutes is not None:
+        return args.minutes
+    default_steps = args.detector_steps is None and args.segmenter_steps is None
+    return FINE_TUNE_MINUTES if args.init is not None and default_steps else None
 
 
 def labels_only_fine_tune(options: TrainOptions, dataset: Dataset,

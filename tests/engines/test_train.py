@@ -533,3 +533,51 @@ def test_a_labels_only_fine_tune_keeps_the_unet_and_its_thresholds(tiny_dataset,
     assert any("kept from the initial model (no validation masks)" in n for n in after.notes)
     assert any("cannot measure a 3% false-flag rate" in n for n in after.notes)
     assert (after.segment, after.min_area_px) == (before.segment, before.min_area_px)
+
+
+def test_a_time_budget_cuts_the_steps_and_still_writes_the_model(tiny_dataset, tmp_path, caplog):
+    """--minutes: a pace measured on the first steps cuts the rest; the learning rate still
+    decays to zero over the steps that are run."""
+    from engines.training import fitting
+
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv",
+                           tiny_dataset / "masks")
+    options = TrainOptions(mode="supervised", detector_steps=400, segmenter_steps=0,
+                           batch_size=2, crop=64, val_fraction=0.34, minutes=0.02)
+    rates = []
+    real_fit = fitting.fit
+
+    def watched_fit(*args, **kwargs):
+        real_step = torch.optim.Adam.step
+
+        def step(self, *a, **k):
+            rates.append(self.param_groups[0]["lr"])
+            return real_step(self, *a, **k)
+
+        torch.optim.Adam.step = step
+        try:
+            return real_fit(*args, **kwargs)
+        finally:
+            torch.optim.Adam.step = real_step
+
+    fitting.fit = watched_fit
+    try:
+        with caplog.at_level("INFO", logger="engines.training.fitting"):
+            trained = train_models(dataset, options, Checkpoints(tmp_path / "ckpt"))
+    finally:
+        fitting.fit = real_fit
+    assert trained.detector is not None
+    assert 6 <= len(rates) < 400, "the budget did not cut the steps"
+    assert any("planned (--minutes)" in r.getMessage() for r in caplog.records)
+    assert rates[0] == pytest.approx(options.learning_rate)
+    assert rates[-1] < 0.1 * options.learning_rate  # decayed over the steps run
+
+
+def test_a_time_budget_of_nothing_is_refused(tiny_dataset, tmp_path):
+    from engines.data.dataset import DatasetError
+
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv",
+                           tiny_dataset / "masks")
+    with pytest.raises(DatasetError, match="--minutes 0: expected more than 0"):
+        train_models(dataset, TrainOptions(mode="supervised", minutes=0.0),
+                     Checkpoints(tmp_path / "ckpt"))
