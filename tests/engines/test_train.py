@@ -535,39 +535,26 @@ def test_a_labels_only_fine_tune_keeps_the_unet_and_its_thresholds(tiny_dataset,
     assert (after.segment, after.min_area_px) == (before.segment, before.min_area_px)
 
 
-def test_a_time_budget_cuts_the_steps_and_still_writes_the_model(tiny_dataset, tmp_path, caplog):
+def test_a_time_budget_cuts_the_steps_and_still_writes_the_model(tiny_dataset, tmp_path, caplog,
+                                                                  monkeypatch):
     """--minutes: a pace measured on the first steps cuts the rest; the learning rate still
     decays to zero over the steps that are run."""
-    from engines.training import fitting
-
     dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv",
                            tiny_dataset / "masks")
-    options = TrainOptions(mode="supervised", detector_steps=400, segmenter_steps=0,
-                           batch_size=2, crop=64, val_fraction=0.34, minutes=0.02)
+    options = TrainOptions(mode="supervised", detector_steps=2000, segmenter_steps=0,
+                           batch_size=2, crop=64, val_fraction=0.34, minutes=0.05)
     rates = []
-    real_fit = fitting.fit
+    real_step = torch.optim.Adam.step
 
-    def watched_fit(*args, **kwargs):
-        real_step = torch.optim.Adam.step
+    def step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
 
-        def step(self, *a, **k):
-            rates.append(self.param_groups[0]["lr"])
-            return real_step(self, *a, **k)
-
-        torch.optim.Adam.step = step
-        try:
-            return real_fit(*args, **kwargs)
-        finally:
-            torch.optim.Adam.step = real_step
-
-    fitting.fit = watched_fit
-    try:
-        with caplog.at_level("INFO", logger="engines.training.fitting"):
-            trained = train_models(dataset, options, Checkpoints(tmp_path / "ckpt"))
-    finally:
-        fitting.fit = real_fit
-    assert trained.detector is not None
-    assert 6 <= len(rates) < 400, "the budget did not cut the steps"
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    with caplog.at_level("INFO", logger="engines.training.fitting"):
+        trained = train_models(dataset, options, Checkpoints(tmp_path / "ckpt"))
+    assert trained.detector is not None and trained.validation
+    assert 6 <= len(rates) < 2000, "the budget did not cut the steps"
     assert any("planned (--minutes)" in r.getMessage() for r in caplog.records)
     assert rates[0] == pytest.approx(options.learning_rate)
     assert rates[-1] < 0.1 * options.learning_rate  # decayed over the steps run
@@ -581,3 +568,17 @@ def test_a_time_budget_of_nothing_is_refused(tiny_dataset, tmp_path):
     with pytest.raises(DatasetError, match="--minutes 0: expected more than 0"):
         train_models(dataset, TrainOptions(mode="supervised", minutes=0.0),
                      Checkpoints(tmp_path / "ckpt"))
+
+
+def test_a_fine_tune_with_the_default_steps_keeps_to_its_minutes():
+    from engines.training.options import FINE_TUNE_MINUTES
+    from engines.training.train import step_minutes
+
+    def args(**given):
+        fields = {"minutes": None, "init": None, "detector_steps": None, "segmenter_steps": None}
+        return argparse.Namespace(**{**fields, **given})
+
+    assert step_minutes(args(init="default")) == FINE_TUNE_MINUTES
+    assert step_minutes(args(init="default", detector_steps=900)) is None  # steps asked for
+    assert step_minutes(args()) is None  # training from scratch: no limit
+    assert step_minutes(args(minutes=3.0)) == 3.0
