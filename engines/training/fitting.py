@@ -1,6 +1,6 @@
-"""The training loop both networks share (Adam, cosine decay, checkpoints for --resume), the
-networks it starts from (fresh from the seed, or those of --init), and the deterministic kernels
-that make one seed give one model."""
+"""The training loop both networks share (Adam, cosine decay, checkpoints for --resume, a time
+budget for --minutes), the networks it starts from (fresh from the seed, or those of --init),
+and the deterministic kernels that make one seed give one model."""
 
 from __future__ import annotations
 
@@ -142,7 +142,6 @@ class Deadline:
             return None
         left = max(self.at - time.monotonic(), 0.0)
         return left * steps_here / max(steps_here + steps_after, 1)
-
 
 
 class StepBudget:
