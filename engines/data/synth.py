@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,6 +94,15 @@ def plate_look(rng: np.random.Generator, options: SynthOptions) -> np.random.Gen
     generator started afresh from the plate's seed, so every frame draws the same; without a
     plate seed, the frame's own generator."""
     return rng if options.plate_seed is None else np.random.default_rng(options.plate_seed)
+
+
+def frame_pixel_size(rng: np.random.Generator, options: SynthOptions,
+                     range_um: tuple[float, float]) -> float:
+    """The options' pixel size, or one drawn log-uniformly in `range_um` (um per px)."""
+    if options.pixel_size_um is not None:
+        return float(options.pixel_size_um)
+    lo, hi = range_um
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -331,8 +331,8 @@ def judge_shipped(work: Path) -> int:
 def with_new_sets(made: list[str], new: list[str]) -> list[str]:
     """The card's commands with those of newly judged sets: each synth beside the others, each
     evaluation as the card's own evaluations name the model (the shipped folder's source)."""
-    evals = [c for c in made if c.startswith("artifactd eval ")]
-    shipped = shlex.split(evals[0])[shlex.split(evals[0]).index("--model") + 1] if evals else None
+    evals = [shlex.split(c) for c in made if c.startswith("artifactd eval ")]
+    shipped = evals[0][evals[0].index("--model") + 1] if evals else None
     synths = [c for c in new if c.startswith("artifactd synth ") and c not in made]
     judged = []
     for command in new:

@@ -20,7 +20,14 @@ from engines.data.render_caustic.optics import (
     image_intensity,
     limit_slope,
 )
-from engines.data.synth import DEFAULT_OPTIONS, SynthFrame, SynthObject, SynthOptions, plate_look
+from engines.data.synth import (
+    DEFAULT_OPTIONS,
+    SynthFrame,
+    SynthObject,
+    SynthOptions,
+    frame_pixel_size,
+    plate_look,
+)
 
 MIN_FOOTPRINT_PX = 20  # an artifact smaller than this inside the frame is not drawn / is dropped
 PIXEL_SIZE_RANGE_UM = (0.3, 1.3)
@@ -117,18 +124,12 @@ def _check_single_plane(options: SynthOptions) -> None:
         )
 
 
-def _pixel_size(rng: np.random.Generator, options: SynthOptions) -> float:
-    if options.pixel_size_um is not None:
-        return float(options.pixel_size_um)
-    lo, hi = PIXEL_SIZE_RANGE_UM
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-
 
 def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS) -> SynthFrame:
     """One brightfield frame with its artifact mask, deterministic given the generator's state."""
     _check_single_plane(options)
     plate = plate_look(rng, options)  # the frame's own rng unless it is one of a plate
-    um = _pixel_size(plate, options)
+    um = frame_pixel_size(plate, options, PIXEL_SIZE_RANGE_UM)
     shape = (options.height, options.width)
     look = draw_cell_look(plate)
     cells = cell_bodies(rng, shape, um, look)

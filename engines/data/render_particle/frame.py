@@ -17,19 +17,20 @@ from engines.data.render_particle.optics import (
     illumination,
     image_light,
 )
-from engines.data.synth import DEFAULT_OPTIONS, SynthFrame, SynthObject, SynthOptions, plate_look
+from engines.data.synth import (
+    DEFAULT_OPTIONS,
+    SynthFrame,
+    SynthObject,
+    SynthOptions,
+    frame_pixel_size,
+    plate_look,
+)
 
 MIN_FOOTPRINT_PX = 20
 PIXEL_SIZE_RANGE_UM = (0.3, 1.3)
 ARTIFACTS_PER_FRAME = (1, 2, 3, 4, 5)
 ARTIFACTS_WEIGHTS = (0.45, 0.25, 0.14, 0.1, 0.06)
 
-
-def _pixel_size(rng: np.random.Generator, options: SynthOptions) -> float:
-    if options.pixel_size_um is not None:
-        return float(options.pixel_size_um)
-    lo, hi = PIXEL_SIZE_RANGE_UM
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
 def _artifacts(rng: np.random.Generator, where: Where, kinds: tuple[str, ...]
@@ -74,7 +75,7 @@ def make_frame(rng: np.random.Generator, options: SynthOptions = DEFAULT_OPTIONS
         raise ValueError("the particle renderer draws single-plane, single-channel frames; "
                          f"got channels={options.channels}, planes={options.planes}")
     plate = plate_look(rng, options)  # the frame's own generator unless it is one of a plate
-    um = _pixel_size(plate, options)
+    um = frame_pixel_size(plate, options, PIXEL_SIZE_RANGE_UM)
     look, optics, camera = draw_look(plate), draw_optics(plate, um), draw_camera(plate)
     shape = (options.height, options.width)
     # A cell's texture is never finer than a pixel or two, whatever the pixel size.
