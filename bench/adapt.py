@@ -1,7 +1,7 @@
 """Adaptation to a new lab's images: fine-tune the shipped model on ~100 labelled frames.
 
     python -m bench.adapt [--work runs/adapt] [--renderer caustic] [--train 100] [--test 200]
-                          [--plate-seed N]
+                          [--plate-seed N] [--train-args "--fixed-layers 2"]
 
 Renders --train frames of a renderer the shipped model never saw (labels only: no masks are
 given to training) and --test held-out frames of it, evaluates the shipped model on the test
@@ -12,12 +12,16 @@ frames. Prints one JSON line and a markdown row for bench/RESULTS.md.
 With --plate-seed, every frame is a field of one plate (`artifactd synth --plate-seed`: one
 kind of cells, stain and optics), as a lab's own labelled frames are: train and test frames
 are other fields of that plate.
+
+--train-args are added to the fine-tune's command line (the quick fine-tune: "--fixed-layers
+2"); its model and evaluation are kept apart from the defaults' (`model-fixed-layers-2`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -62,18 +66,21 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--plate-seed", type=int, help="all frames fields of one plate")
+    parser.add_argument("--train-args", default="", help="more `artifactd train` arguments")
     args = parser.parse_args()
     work = args.work
     train = rendered(work / "train", args.renderer, TRAIN_SEED, args.train, args.plate_seed)
     test = rendered(work / "test", args.renderer, TEST_SEED, args.test, args.plate_seed)
     before = evaluated("default", test, work / "eval-default")
-    model = work / "model"
+    extra = shlex.split(args.train_args)
+    variant = "".join(f"-{a.lstrip('-')}" for a in extra)
+    model = work / f"model{variant}"
     started = time.perf_counter()
     artifactd("train", "--init", "default", "--mode", "weak", "--frames", str(train / "frames"),
-              "--labels", str(train / "labels.csv"), "--out", str(model), "--overwrite")
+              "--labels", str(train / "labels.csv"), "--out", str(model), "--overwrite", *extra)
     minutes = (time.perf_counter() - started) / 60
-    after = evaluated(str(model), test, work / "eval-tuned")
-    summary = {"renderer": args.renderer, "plate_seed": args.plate_seed,
+    after = evaluated(str(model), test, work / f"eval-tuned{variant}")
+    summary = {"renderer": args.renderer, "plate_seed": args.plate_seed, "train_args": extra,
                "train_frames": args.train, "test_frames": args.test,
                "fine_tune_minutes": round(minutes, 2), "before": before, "after": after}
     print(json.dumps(summary))

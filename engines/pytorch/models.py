@@ -108,7 +108,27 @@ class Detector(nn.Module):
         return self._run(frames)[1]
 
     def logits(self, frames: torch.Tensor) -> torch.Tensor:
-        x, _ = self._run(frames)
+        return self._pooled_logits(self._run(frames)[0])
+
+    # A fine-tune that keeps the first layers fixed computes their output once per frame
+    # (engines.training.fixed_layers): `logits` split after the first `layers` of the stem and
+    # the stages, in that order.
+    def features_before(self, frames: torch.Tensor, layers: int) -> torch.Tensor:
+        x = F.pixel_unshuffle(standardise(frames), self.unshuffle)
+        for layer in self._layers()[:layers]:
+            x = layer(x)
+        return x
+
+    def logits_from(self, features: torch.Tensor, layers: int) -> torch.Tensor:
+        x = features
+        for layer in self._layers()[layers:]:
+            x = layer(x)
+        return self._pooled_logits(x)
+
+    def _layers(self) -> list[nn.Module]:
+        return [self.stem, *self.stages]
+
+    def _pooled_logits(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.head(pooled).squeeze(1)
 

@@ -31,6 +31,7 @@ from engines.training.batches import (
     shape_groups,
     to_tensor,
 )
+from engines.training.fixed_layers import FixedFeatures
 from engines.training.options import TrainOptions
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,11 @@ def fit(
     device: torch.device,
     checkpoints: Checkpoints,
     budget_s: float | None = None,
+    augmented: bool = True,
 ) -> None:
     """The training loop both models share: Adam, cosine decay, checkpoints, progress bar.
-    With `budget_s`, the steps are cut to what fits in that many seconds (StepBudget)."""
+    With `budget_s`, the steps are cut to what fits in that many seconds (StepBudget); with
+    `augmented` False the batches are used as made (stored features, not frames)."""
     optimiser = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     gen = torch.Generator().manual_seed(options.seed)
     # crc32, not hash(): Python salts str hashes per process, and one seed must give one model.
@@ -106,9 +109,9 @@ def fit(
     step = start
     while step < budget.steps:
         x, y = make_batch(rng)
-        if y.ndim == 4:  # masks move with their frames
+        if augmented and y.ndim == 4:  # masks move with their frames
             x, y = augment(x, y, gen)
-        else:
+        elif augmented:
             x, _ = augment(x, None, gen)
         loss = loss_fn(model, x.to(device), y.to(device))
         optimiser.zero_grad(set_to_none=True)
@@ -229,17 +232,24 @@ def train_detector(dataset: Dataset, train_idx: np.ndarray, options: TrainOption
     weights = np.array([len(v) for v in groups.values()], dtype=float)
     keys = list(groups)
 
+    fixed = options.fixed_layers
+    stored = (FixedFeatures(model, dataset, train_idx, fixed, multiple, device)
+              if fixed and options.detector_steps else None)
+
     def make_batch(rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         group = groups[keys[rng.choice(len(keys), p=weights / weights.sum())]]
         picks = balanced_batch(labels, group, options.batch_size, rng)
-        x = to_tensor([dataset.samples[i].image for i in picks], multiple)
-        return x, torch.from_numpy(labels[picks].astype(np.float32))
+        y = torch.from_numpy(labels[picks].astype(np.float32))
+        if stored is not None:
+            return stored.batch(picks, rng), y
+        return to_tensor([dataset.samples[i].image for i in picks], multiple), y
 
     def loss_fn(m: Detector, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(m.logits(x), y)
+        logits = m.logits(x) if stored is None else m.logits_from(x, fixed)
+        return F.binary_cross_entropy_with_logits(logits, y)
 
     fit("detector", model, options.detector_steps, make_batch, loss_fn, options, device,
-        checkpoints, budget_s)
+        checkpoints, budget_s, augmented=stored is None)
     return model
 
 

@@ -47,6 +47,10 @@ class TrainOptions:
     # Wall-clock minutes for the training steps of both networks; None: no limit. The steps
     # are cut to what fits at the measured pace; the learning rate still decays to zero.
     minutes: float | None = None
+    # The detector's first N layers (its stem, then its stages) kept as they are
+    # (engines.training.fixed_layers): their output is computed once per frame, and each step
+    # is several times faster (a quicker, slightly weaker fine-tune). 0: every layer trains.
+    fixed_layers: int = 0
 
 
 DEFAULTS = TrainOptions()
@@ -55,6 +59,10 @@ DEFAULTS = TrainOptions()
 # RESULTS.md), the detector on full frames (~1.3 s a step) taking most of it; ScoreCAM (~1.3 s
 # per artifact frame) and the U-Net steps come on top only where they run.
 FINE_TUNE_STEPS = {"detector": 300, "segmenter": 600}
+# With --fixed-layers a detector step costs a fifth to a twentieth, so a fine-tune takes this
+# many: on ~100 frames of two new renderers, 2 minutes instead of 7, for a detector ROC AUC
+# 0.01-0.03 below the full fine-tune's (bench/RESULTS.md, adaptation).
+FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS = 1200
 # ...and keeps its steps within this many minutes, so that with loading, validation and export
 # it ends within 10 minutes however fast the machine is that day (the same steps took 1.3 s on
 # one day and 1.7 s on another on the same kind of 2-core CPU).

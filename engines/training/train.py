@@ -46,6 +46,7 @@ from engines.training.options import (
     DEFAULTS,
     FINE_TUNE_MINUTES,
     FINE_TUNE_STEPS,
+    FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS,
     LABELS_ONLY_FINE_TUNE_SEGMENTER_STEPS,
     Starting,
     TrainedModels,
@@ -80,6 +81,10 @@ def _train_models(dataset: Dataset, options: TrainOptions, checkpoints: Checkpoi
                                ("--batch-size", options.batch_size, 1)):
         if value < least:
             raise DatasetError(f"{flag} {value}: expected at least {least}")
+    layers = 1 + len(options.arch.detector_widths)  # the stem and the stages
+    if not 0 <= options.fixed_layers < layers:
+        raise DatasetError(f"--fixed-layers {options.fixed_layers}: expected 0 to {layers - 1} "
+                           f"(the detector has {layers} layers, and the last must train)")
     if options.minutes is not None and options.minutes <= 0:
         raise DatasetError(f"--minutes {options.minutes:g}: expected more than 0")
     deadline = Deadline.after(options.minutes)
@@ -155,7 +160,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "supervised when every artifact frame has a mask")
     parser.add_argument("--detector-steps", type=int,
                         help=f"detector training steps (default {DEFAULTS.detector_steps}, or "
-                             f"{FINE_TUNE_STEPS['detector']} when fine-tuning with --init)")
+                             f"{FINE_TUNE_STEPS['detector']} when fine-tuning with --init, "
+                             f"{FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS} with --fixed-layers)")
     parser.add_argument("--segmenter-steps", type=int,
                         help=f"U-Net training steps (default {DEFAULTS.segmenter_steps}, or "
                              f"{FINE_TUNE_STEPS['segmenter']} when fine-tuning with --init); "
@@ -165,6 +171,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the machine is slower, the learning rate still decaying to zero "
                              f"(default: {FINE_TUNE_MINUTES:g} when fine-tuning with --init and "
                              "the default steps, else no limit)")
+    parser.add_argument("--fixed-layers", type=int, default=DEFAULTS.fixed_layers,
+                        help="a quicker fine-tune: keep the detector's first N layers (its "
+                             "stem, then its stages) as they are, their output computed once "
+                             "per frame; each step is several times faster and --init then "
+                             f"runs {FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS} detector steps "
+                             "(default 0: every layer trains)")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                         help="frames (detector) or crops (U-Net) per training step")
     parser.add_argument("--crop", type=int, default=DEFAULTS.crop,
@@ -218,6 +230,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     steps = FINE_TUNE_STEPS if args.init is not None else {
         "detector": DEFAULTS.detector_steps, "segmenter": DEFAULTS.segmenter_steps}
+    if args.init is not None and args.fixed_layers:
+        steps = {**steps, "detector": FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS}
     options = TrainOptions(
         mode=args.mode,
         detector_steps=steps["detector"] if args.detector_steps is None else args.detector_steps,
@@ -230,6 +244,7 @@ def main(args: argparse.Namespace) -> int:
         max_false_flag_rate=args.max_false_flag_rate,
         arch=replace(Architecture(), in_channels=args.channels),
         minutes=step_minutes(args),
+        fixed_layers=args.fixed_layers,
     )
     checkpoints = Checkpoints(out.with_name(out.name + ".checkpoints"))
     if not args.resume and checkpoints.folder.exists():

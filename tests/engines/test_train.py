@@ -582,3 +582,92 @@ def test_a_fine_tune_with_the_default_steps_keeps_to_its_minutes():
     assert step_minutes(args(init="default", detector_steps=900)) is None  # steps asked for
     assert step_minutes(args()) is None  # training from scratch: no limit
     assert step_minutes(args(minutes=3.0)) == 3.0
+
+
+def test_the_detector_split_after_any_layer_gives_the_same_logits():
+    """features_before + logits_from are logits cut in two, at every place a fine-tune may fix."""
+    detector = fresh_models(Architecture(), seed=3)[0].eval()
+    frames = torch.rand(2, 1, 128, 192) * 4000
+    with torch.no_grad():
+        whole = detector.logits(frames)
+        for layers in range(1 + len(Architecture().detector_widths)):
+            part = detector.features_before(frames, layers)
+            assert torch.allclose(detector.logits_from(part, layers), whole, atol=1e-5), layers
+
+
+def test_the_eight_orientations_are_distinct_and_keep_a_batch_together():
+    from engines.training.fixed_layers import ORIENTATIONS, oriented
+
+    frame = torch.arange(12.0).reshape(1, 1, 3, 4)
+    seen = {(tuple(oriented(frame, k).shape), tuple(oriented(frame, k).flatten().tolist()))
+            for k in range(ORIENTATIONS)}
+    assert len(seen) == ORIENTATIONS
+    assert oriented(torch.zeros(5, 1, 3, 4), 1).shape == (5, 1, 4, 3)
+
+
+def test_a_fine_tune_with_fixed_layers_trains_only_the_later_ones(tiny_dataset, tiny_models,
+                                                                   tmp_path, caplog):
+    """--fixed-layers 2: the stem and the first stage are bit for bit those of --init, the rest
+    and the head learnt, and the log says what was stored."""
+    start = tiny_models["supervised"]
+    out = tmp_path / "quick"
+    extra = ("--init", str(start), "--fixed-layers", "2", "--detector-steps", "3",
+             "--segmenter-steps", "0")
+    with caplog.at_level("INFO", logger="engines.training.fixed_layers"):
+        assert main(train_args(tiny_dataset, out, mode="supervised", extra=extra)) == 0
+    before = torch.load(start / "detector.pt", weights_only=True)
+    after = torch.load(out / "detector.pt", weights_only=True)
+    weights = [k for k in before if k.endswith("weight")]
+    fixed = [k for k in weights if k.startswith(("stem.", "stages.0."))]
+    learnt = [k for k in weights if k.startswith(("stages.3.", "head."))]
+    assert fixed and learnt
+    assert all(torch.equal(before[k], after[k]) for k in fixed)
+    assert all(not torch.equal(before[k], after[k]) for k in learnt)
+    assert any("first 2 layer(s) kept fixed" in r.getMessage() and "8 orientation(s)"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_stored_features_take_fewer_orientations_when_memory_is_short(tiny_dataset, monkeypatch):
+    from engines.training import fixed_layers
+
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv")
+    detector = fresh_models(Architecture(), seed=3)[0]
+    one_frame = 16 * 32 * 32 * 2  # the stem's output of a 128 x 128 frame, float16
+    monkeypatch.setattr(fixed_layers, "MEMORY_BUDGET", 12 * one_frame * 3)
+    stored = fixed_layers.FixedFeatures(detector, dataset, np.arange(12), 1, 64,
+                                        torch.device("cpu"))
+    assert stored.orientations == 3
+    batch = stored.batch(np.array([0, 5, 5]), np.random.default_rng(0))
+    assert batch.shape == (3, 16, 32, 32) and batch.dtype == torch.float32
+
+
+@pytest.mark.parametrize("value", ["-1", "5"])
+def test_fixing_every_layer_or_fewer_than_none_is_refused(tiny_dataset, tmp_path, caplog, value):
+    extra = ("--fixed-layers", value)
+    assert main(train_args(tiny_dataset, tmp_path / "m", mode="supervised", extra=extra)) == 2
+    assert f"--fixed-layers {value}: expected 0 to 4" in caplog.text
+    assert not (tmp_path / "m").exists()
+
+
+def test_fixed_layers_give_a_fine_tune_more_of_its_cheaper_steps(tiny_dataset, tmp_path,
+                                                                   monkeypatch):
+    from engines.training import train
+    from engines.training.options import FINE_TUNE_STEPS, FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS
+
+    asked = []
+
+    def capture(dataset, options, checkpoints, validation=None):
+        asked.append(options)
+        raise train.DatasetError("stop here")
+
+    monkeypatch.setattr(train, "train_models", capture)
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    base = ["--frames", str(tiny_dataset / "frames"), "--labels", str(tiny_dataset / "labels.csv"),
+            "--init", "default"]
+    for extra in ([], ["--fixed-layers", "2"]):
+        assert main(parser.parse_args([*base, "--out", str(tmp_path / str(len(extra))),
+                                       *extra])) == 2
+    full, quick = asked
+    assert (full.fixed_layers, full.detector_steps) == (0, FINE_TUNE_STEPS["detector"])
+    assert (quick.fixed_layers, quick.detector_steps) == (2, FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS)
