@@ -34,6 +34,7 @@ from engines.evaluation.scoring import (
     pixel_counts,
     pixel_scores,
     pooled_object_f1,
+    ranking_auc,
     size_mae,
 )
 from engines.files import replace_atomically, write_text_atomically
@@ -63,6 +64,7 @@ class MethodRun:
     labels: list[np.ndarray] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     unfamiliarity: list[float] = field(default_factory=list)  # the model's own runs only
+    scores: list[float] = field(default_factory=list)  # the detector's, on its own row only
 
 
 def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
@@ -85,6 +87,7 @@ def run_model(bundle: ModelBundle, dataset: Dataset, backend: str, threads: int,
             (found,) = analyse(engine, sample.image[None], options, familiarity=familiarity)
             alone.seconds.append(time.perf_counter() - started)
             alone.flags.append(found.flagged)
+            alone.scores.append(found.score)
             alone.labels.append(found.labels)
             if familiarity is not None:
                 alone.unfamiliarity.append(found.unfamiliarity)
@@ -124,6 +127,8 @@ def score_run(run: MethodRun, dataset: Dataset) -> dict:
     truth_flags = dataset.labels.astype(bool)
     result: dict = {"method": run.name, "frames": len(run.flags)}
     result["image"] = image_scores(np.array(run.flags), truth_flags)
+    if run.scores:  # how well the detector's scores rank artifact frames above clean ones
+        result["detector_roc_auc"] = ranking_auc(np.array(run.scores), truth_flags)
     masked = dataset.with_masks
     if masked:
         counts = PixelCounts(0, 0, 0, 0)
@@ -173,8 +178,8 @@ def small_artifacts(preds: list[np.ndarray], truths: list[np.ndarray], matches) 
 def markdown_table(results: list[dict]) -> str:
     head = ("| method | image F1 | image precision | image recall | clean false-flag rate "
             "| pixel IoU | Dice | pixel precision | pixel recall | object F1 @0.5 | size MAE (px) "
-            "| small found | s/frame |")
-    lines = [head, "|" + "---|" * 13]
+            "| small found | detector ROC AUC | s/frame |")
+    lines = [head, "|" + "---|" * 14]
     for r in results:
         px = r.get("pixel", {})
         cells = [
@@ -182,7 +187,7 @@ def markdown_table(results: list[dict]) -> str:
             r["image"].get("false_flag_rate"),
             px.get("iou"), px.get("dice"), px.get("precision"), px.get("recall"),
             r.get("object_f1_iou50"), r.get("size_mae_px"), r.get("small_artifact_found"),
-            r["seconds_per_frame"],
+            r.get("detector_roc_auc"), r["seconds_per_frame"],
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

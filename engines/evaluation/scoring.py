@@ -195,6 +195,24 @@ def image_scores(pred_flags: np.ndarray, true_flags: np.ndarray) -> dict[str, fl
     }
 
 
+def ranking_auc(scores: np.ndarray, true_flags: np.ndarray) -> float:
+    """ROC AUC of per-frame scores: the chance an artifact frame outscores a clean one (ties
+    count half). Threshold-free, so models whose thresholds differ compare fairly. NaN without
+    frames of both kinds.
+
+    >>> ranking_auc(np.array([0.9, 0.2, 0.4, 0.4]), np.array([1, 0, 1, 0]))
+    0.875
+    """
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(true_flags) != 0
+    _check_same_shape(scores, truth)
+    positive, negative = scores[truth], scores[~truth]
+    if not len(positive) or not len(negative):
+        return math.nan
+    above = (positive[:, None] > negative[None, :]).mean()
+    tied = (positive[:, None] == negative[None, :]).mean()
+    return float(above + 0.5 * tied)
+
+
 def size_mae(pred_labels: np.ndarray, true_labels: np.ndarray, match: ObjectMatch) -> float:
     """Mean |equivalent diameter of pred - of truth| over matched pairs, in px; NaN if none.
 

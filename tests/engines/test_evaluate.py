@@ -28,6 +28,8 @@ def test_eval_writes_json_markdown_and_plot_with_baselines(tiny_models, tmp_path
     deployed, alone = report["results"][:2]
     assert deployed["image"]["false_flag_rate"] <= alone["image"]["false_flag_rate"]
     assert deployed["image"]["recall"] <= alone["image"]["recall"]
+    assert 0.0 <= alone["detector_roc_auc"] <= 1.0  # the detector's ranking, on its own row
+    assert "detector_roc_auc" not in deployed
     for result in report["results"]:
         assert set(result["image"]) == {"precision", "recall", "f1", "accuracy", "false_flag_rate"}
         assert set(result["pixel"]) == {"iou", "dice", "precision", "recall"}
@@ -124,4 +126,5 @@ def test_the_table_says_nothing_was_measured_rather_than_nan():
            "seconds_per_frame": 0.05}
     line = markdown_table([row]).splitlines()[-1]
     assert "nan" not in line
-    assert line.split(" | ")[-2] == "–" and "0.250" in line
+    assert line.split(" | ")[-3] == "–" and "0.250" in line
+    assert line.split(" | ")[-2] == "–"  # no detector ranking on this row

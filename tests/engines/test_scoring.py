@@ -208,3 +208,15 @@ def test_invalid_threshold():
     labels = strips((1, 0, 4))
     with pytest.raises(ValueError, match="iou_threshold"):
         match_objects(labels, labels, iou_threshold=0.0)
+
+
+def test_ranking_auc_is_the_chance_an_artifact_frame_outscores_a_clean_one():
+    import math
+
+    from engines.evaluation.scoring import ranking_auc
+
+    truth = np.array([1, 1, 0, 0])
+    assert ranking_auc(np.array([0.9, 0.8, 0.1, 0.2]), truth) == 1.0
+    assert ranking_auc(np.array([0.1, 0.2, 0.9, 0.8]), truth) == 0.0
+    assert ranking_auc(np.full(4, 0.5), truth) == 0.5  # ties count half
+    assert math.isnan(ranking_auc(np.array([0.3, 0.4]), np.array([0, 0])))  # one kind only
