@@ -671,3 +671,38 @@ def test_fixed_layers_give_a_fine_tune_more_of_its_cheaper_steps(tiny_dataset, t
     full, quick = asked
     assert (full.fixed_layers, full.detector_steps) == (0, FINE_TUNE_STEPS["detector"])
     assert (quick.fixed_layers, quick.detector_steps) == (2, FIXED_LAYERS_FINE_TUNE_DETECTOR_STEPS)
+
+
+def test_an_interrupted_fine_tune_with_fixed_layers_resumes_to_the_same_weights(
+        tiny_dataset, tiny_models, tmp_path, monkeypatch):
+    """The stored features are made again on resume, and the orientations drawn continue from
+    the checkpoint's generator: stopped after 2 of 4 steps and resumed, the same detector."""
+    dataset = load_dataset(tiny_dataset / "frames", tiny_dataset / "labels.csv",
+                           tiny_dataset / "masks")
+    options = TrainOptions(mode="supervised", detector_steps=4, segmenter_steps=0, batch_size=2,
+                           val_fraction=0.34, checkpoint_every=2, fixed_layers=2,
+                           init=tiny_models["supervised"])
+    straight = train_models(dataset, options, Checkpoints(tmp_path / "a")).detector.state_dict()
+    real_step, calls = torch.optim.Adam.step, []
+
+    def stop_at_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", stop_at_the_third)
+    checkpoints = Checkpoints(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        train_models(dataset, options, checkpoints)
+    assert torch.load(checkpoints.path("detector"), weights_only=False)["step"] == 2
+    calls.clear()
+
+    def count(self, *args, **kwargs):
+        calls.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", count)
+    resumed = train_models(dataset, options, checkpoints).detector.state_dict()
+    assert len(calls) == 2, "resumed at step 2, not from the start"
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
