@@ -51,11 +51,12 @@ def evaluated(model: str, test: Path, out: Path) -> dict:
         artifactd("eval", "--model", model, "--frames", str(test / "frames"), "--labels",
                   str(test / "labels.csv"), "--masks", str(test / "masks"), "--out", str(out),
                   "--no-baselines")
-    result = json.loads((out / "eval.json").read_text())["results"][0]
+    result, alone = json.loads((out / "eval.json").read_text())["results"][:2]
     return {"image_f1": result["image"]["f1"],
             "false_flag_rate": result["image"]["false_flag_rate"],
             "recall": result["image"]["recall"], "pixel_iou": result["pixel"]["iou"],
-            "unfamiliarity_median": result.get("unfamiliarity_median")}
+            "unfamiliarity_median": result.get("unfamiliarity_median"),
+            "detector_roc_auc": alone.get("detector_roc_auc")}
 
 
 def main() -> int:
