@@ -94,7 +94,7 @@ class Detector(nn.Module):
         self.head = nn.Linear(2 * cin, 1)
 
     def _run(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.stem(F.pixel_unshuffle(standardise(frames), self.unshuffle))
+        x = self.features_before(frames, 1)  # through the stem
         maps = x
         for i, stage in enumerate(self.stages):
             x = stage(x)

@@ -40,25 +40,26 @@ class FixedFeatures:
 
     def __init__(self, model: Detector, dataset: Dataset, indices: np.ndarray, layers: int,
                  multiple: int, device: torch.device) -> None:
-        self.layers = layers
         self.features: dict[int, list[torch.Tensor]] = {}
         self.orientations = ORIENTATIONS
         model.eval()
         with torch.no_grad():
             for n, i in enumerate(tqdm(indices, desc="fixed layers", unit="frame")):
                 x = to_tensor([dataset.samples[i].image], multiple).to(device)
-                if n == 0:
-                    self.orientations = self._orientations_that_fit(model, x, len(indices))
-                self.features[int(i)] = [model.features_before(oriented(x, k), layers).half()
-                                         for k in range(self.orientations)]
+                first = model.features_before(x, layers).half()
+                if n == 0:  # the first frame's size says how many orientations fit
+                    self.orientations = self._orientations_that_fit(first, layers, len(indices))
+                self.features[int(i)] = [first, *(model.features_before(oriented(x, k),
+                                                                        layers).half()
+                                                  for k in range(1, self.orientations))]
 
-    def _orientations_that_fit(self, model: Detector, x: torch.Tensor, frames: int) -> int:
-        one = model.features_before(x, self.layers)
-        per_frame = one.numel() * 2  # float16
+    @staticmethod
+    def _orientations_that_fit(one: torch.Tensor, layers: int, frames: int) -> int:
+        per_frame = one.numel() * one.element_size()
         fits = int(MEMORY_BUDGET // max(per_frame * frames, 1))
         chosen = max(1, min(ORIENTATIONS, fits))
         logger.info("the detector's first %d layer(s) kept fixed: their output is computed "
-                    "once for %d frames in %d orientation(s) (%.0f MB)", self.layers, frames,
+                    "once for %d frames in %d orientation(s) (%.0f MB)", layers, frames,
                     chosen, per_frame * frames * chosen / 1e6)
         return chosen
 
