@@ -17,9 +17,9 @@ zero:
 - wide: three times the channels after the first stage (48, 96, 192) and two blocks per stage,
   from a random start.
 
-Each variant's ROC AUC (clean against artifact frames) goes to <work>/scores-<variant>-<set>.npy
-and is printed; --report prints the markdown table of bench/RESULTS.md, with the shipped and
-wide detectors' logits added ("shipped + wide", an ensemble of the two).
+Each variant's logits go to <work>/scores-<variant>-<set>.npy and its ROC AUC (clean against
+artifact frames) is printed; --report prints the markdown table of bench/RESULTS.md, with the
+shipped and wide detectors' logits added ("shipped + wide", an ensemble of the two).
 """
 
 from __future__ import annotations
@@ -178,12 +178,13 @@ def report(work: Path) -> None:
     for variant in (*VARIANTS, "shipped + wide"):
         cells = []
         for folder, *_ in JUDGE:
+            files = [work / f"scores-{part}-{folder}.npy" for part in variant.split(" + ")]
+            if not all(f.is_file() for f in files):  # that variant has not been run
+                cells.append("–")
+                continue
             with (work / folder / "labels.csv").open() as f:
                 truth = np.array([r["label"] == "artifact" for r in csv.DictReader(f)])
-            parts = variant.split(" + ")
-            files = [work / f"scores-{p}-{folder}.npy" for p in parts]
-            cells.append(f"{ranking_auc(sum(np.load(f) for f in files), truth):.3f}"
-                         if all(f.is_file() for f in files) else "–")
+            cells.append(f"{ranking_auc(sum(np.load(f) for f in files), truth):.3f}")
         print(f"| {variant} | " + " | ".join(cells) + " |")
 
 
